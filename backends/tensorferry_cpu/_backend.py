@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from tensorferry import HOST, ClosedError, CopyPair, Device, HostStorage, Tensor
+
+__all__ = ["CpuBackend", "CpuDataTransfer", "create_backend"]
+
+
+def _bytes_of(tensor: Tensor) -> np.ndarray:
+    storage = tensor.storage
+    if not isinstance(storage, HostStorage):
+        raise TypeError(f"{tensor!r} is not in host memory; the cpu transfer copies host memory only")
+    return storage.array[tensor.offset : tensor.offset + tensor.nbytes]
+
+
+class CpuDataTransfer:
+    """Copies host memory to host memory with one memcpy per pair.
+
+    Copies bytes, so every dtype (and any byte offset) costs the same; numpy
+    buffers overlapping source and destination, so overlapping views are safe.
+    """
+
+    def __init__(self) -> None:
+        self._closed = False
+
+    def can_copy(self, src_device: Device, dst_device: Device) -> bool:
+        """True only for host -> host."""
+        return src_device.is_host and dst_device.is_host
+
+    def copy_tensors(self, pairs: Sequence[CopyPair]) -> None:
+        """Copy every pair in order; raises ClosedError after close()."""
+        if self._closed:
+            raise ClosedError("the cpu data transfer is closed")
+        for src, dst in pairs:
+            np.copyto(_bytes_of(dst), _bytes_of(src))
+
+    def close(self) -> None:
+        """Refuse further copies; idempotent."""
+        self._closed = True
+
+
+class CpuBackend:
+    """Host memory as a backend: one device, :data:`tensorferry.HOST`."""
+
+    name = "cpu"
+
+    def __init__(self) -> None:
+        self._transfer = CpuDataTransfer()
+
+    def devices(self) -> list[Device]:
+        """The host device alone."""
+        return [HOST]
+
+    def allocate(self, device: Device, nbytes: int) -> HostStorage:
+        """Fresh host memory; raises ValueError for a device other than the host."""
+        if not device.is_host:
+            raise ValueError(f"the cpu backend allocates host memory only, got device {device}")
+        return HostStorage.allocate(nbytes)
+
+    def data_transfers(self) -> list[CpuDataTransfer]:
+        """The host -> host transfer."""
+        return [self._transfer]
+
+    def fill(self, tensor: Tensor, pattern: bytes) -> None:
+        """Repeat one element's bytes over the tensor, in place."""
+        target = tensor.host_array()
+        target[...] = np.frombuffer(pattern, dtype=tensor.dtype)[0]
+
+    def close(self) -> None:
+        """Close the transfer; host memory is released by the garbage collector."""
+        self._transfer.close()
+
+
+def create_backend() -> CpuBackend:
+    """The entry point's factory."""
+    return CpuBackend()

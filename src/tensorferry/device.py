@@ -1,0 +1,73 @@
+"""Device identity: which backend owns a piece of memory, and what hardware it is."""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+import attrs
+
+__all__ = ["HOST", "Device", "DeviceType", "MemoryKind"]
+
+
+class DeviceType(enum.Enum):
+    """Kind of processor a device's memory belongs to."""
+
+    CPU = "cpu"
+    GPU = "gpu"
+    NPU = "npu"
+
+
+class MemoryKind(enum.Enum):
+    """Where a device's memory lives, as ONNX Runtime's ``OrtDevice::MemType``.
+
+    ``DEFAULT`` is the device's own memory; ``HOST_ACCESSIBLE`` is memory of the
+    device that the host can address directly (pinned or shared memory).
+    """
+
+    DEFAULT = "default"
+    HOST_ACCESSIBLE = "host_accessible"
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+@attrs.frozen(order=False)
+class Device:
+    """An immutable, hashable description of one device's memory.
+
+    Identity is ``(backend, index, type, memory, vendor_id, device_id)``: two
+    backends' memory on the same physical GPU are different devices, because a
+    transfer may only claim memory of the backend that owns it (ONNX Runtime
+    expresses the same rule through the PCI vendor id). ``name`` and
+    ``properties`` are for people choosing a device and take no part in equality.
+
+    ``str(device)`` is ``"backend:index"`` (``"cpu"`` for the host), the form
+    :meth:`tensorferry.Environment.device` parses.
+    """
+
+    backend: str = attrs.field(converter=_lower)
+    index: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    type: DeviceType = DeviceType.CPU
+    memory: MemoryKind = MemoryKind.DEFAULT
+    vendor_id: int = 0
+    device_id: int = 0
+    name: str = attrs.field(default="", eq=False)
+    properties: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False)
+
+    @property
+    def is_host(self) -> bool:
+        """True for plain host memory, which every transfer can read and write with numpy."""
+        return self == HOST
+
+    def property(self, key: str, default: str = "") -> str:
+        """The value of one descriptive property (``"adapter_type"``, ``"backend_type"``...)."""
+        return dict(self.properties).get(key, default)
+
+    def __str__(self) -> str:
+        return "cpu" if self.is_host else f"{self.backend}:{self.index}"
+
+
+HOST: Final = Device("cpu", 0, DeviceType.CPU, MemoryKind.DEFAULT, name="host memory")
+"""The host's memory: what ``numpy`` arrays live in and what every backend copies to and from."""

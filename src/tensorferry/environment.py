@@ -1,0 +1,405 @@
+"""Environment: the process-level owner of backends and of one DataTransferManager."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from importlib.metadata import EntryPoint, entry_points
+from types import TracebackType
+from typing import Self, SupportsIndex
+
+import numpy as np
+import numpy.typing as npt
+
+from tensorferry.backend import Backend, BackendFactory, Filler
+from tensorferry.device import HOST, Device, DeviceType
+from tensorferry.errors import (
+    BackendUnavailableError,
+    ClosedError,
+    ForeignTensorError,
+    InvalidArrayError,
+    UnknownDeviceError,
+)
+from tensorferry.manager import DataTransferManager
+from tensorferry.storage import HostStorage
+from tensorferry.tensor import Tensor, as_dtype, as_shape, check_out_array
+from tensorferry.transfer import TransferHandle
+
+__all__ = ["ENTRY_POINT_GROUP", "HOST_BACKEND", "Environment"]
+
+ENTRY_POINT_GROUP = "tensorferry.backends"
+"""The entry-point group backends register their factory under."""
+
+HOST_BACKEND = "cpu"
+"""The backend that owns :data:`tensorferry.HOST`; every environment loads it."""
+
+_live: weakref.WeakSet[Environment] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_environments() -> None:
+    # Close while every module is still importable: backends release device
+    # objects in a safe order instead of leaving it to interpreter teardown.
+    for env in list(_live):
+        env.close()
+
+
+class Environment:
+    """Owns the loaded backends and the :class:`DataTransferManager` their transfers live in.
+
+    Backends are discovered through the ``tensorferry.backends`` entry points and
+    loaded lazily, on first need. ``backends`` restricts which of them may load
+    (the host backend ``"cpu"`` is always allowed). A backend that fails to
+    load is reported through :attr:`backend_errors` and by the exception raised
+    when it is asked for; the others keep working.
+
+    Use it as a context manager or call :meth:`close`; live environments are
+    also closed at interpreter exit.
+    """
+
+    def __init__(self, backends: Iterable[str] | None = None) -> None:
+        self._lock = threading.RLock()
+        self._closed = False
+        self._factories: dict[str, EntryPoint | BackendFactory] = {}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            self._factories.setdefault(ep.name, ep)
+        allowed = None if backends is None else {b.lower() for b in backends} | {HOST_BACKEND}
+        if allowed is not None:
+            unknown = sorted(allowed - self._factories.keys())
+            if unknown:
+                raise UnknownDeviceError(
+                    f"no installed backend named {', '.join(map(repr, unknown))}; "
+                    f"installed backends: {sorted(self._factories)}"
+                )
+            self._factories = {k: v for k, v in self._factories.items() if k in allowed}
+        self._loaded: dict[str, Backend] = {}
+        self._errors: dict[str, str] = {}
+        self._manager = DataTransferManager(owner=self)
+        _live.add(self)
+
+    # lifetime ---------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._closed
+
+    def close(self) -> None:
+        """Close the manager (and with it every transfer), then every backend,
+        last loaded first. Idempotent; tensors of a closed environment raise
+        :class:`ClosedError` when used."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            backends = list(self._loaded.values())
+            self._loaded.clear()
+        self._manager.close()
+        for backend in reversed(backends):
+            backend.close()
+        _live.discard(self)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("this Environment is closed; expected an open environment")
+
+    # backends ---------------------------------------------------------------
+
+    @property
+    def data_transfer_manager(self) -> DataTransferManager:
+        """The manager every loaded backend's transfers are registered with."""
+        return self._manager
+
+    @property
+    def backend_names(self) -> list[str]:
+        """Names of the backends this environment may load, host backend first."""
+        return sorted(self._factories, key=lambda n: (n != HOST_BACKEND, n))
+
+    @property
+    def backend_errors(self) -> dict[str, str]:
+        """Why each backend that failed to load did so, by name."""
+        return dict(self._errors)
+
+    def backend(self, name: str) -> Backend:
+        """The loaded backend ``name``, loading it on first use.
+
+        Raises :class:`BackendUnavailableError` if it failed to load (the
+        message says why and what to install), :class:`UnknownDeviceError` if no
+        backend has that name.
+        """
+        self._check_open()
+        name = name.lower()
+        with self._lock:
+            if name in self._loaded:
+                return self._loaded[name]
+            if name in self._errors:
+                raise BackendUnavailableError(self._errors[name])
+            if name not in self._factories:
+                raise UnknownDeviceError(
+                    f"no backend named {name!r}; available backends: {self.backend_names}"
+                )
+            try:
+                backend = self._create(name, self._factories[name])
+            except Exception as exc:
+                self._errors[name] = f"backend {name!r} is unavailable: {exc}"
+                raise BackendUnavailableError(self._errors[name]) from exc
+            self._adopt(name, backend)
+            return backend
+
+    @staticmethod
+    def _create(name: str, factory: EntryPoint | BackendFactory) -> Backend:
+        if isinstance(factory, EntryPoint):
+            try:
+                factory = factory.load()
+            except ImportError as exc:
+                dist = factory.dist.name if factory.dist else "its distribution"
+                raise BackendUnavailableError(
+                    f"entry point {factory.value!r} failed to import ({exc}); "
+                    f"reinstall {dist} with the extras it needs"
+                ) from exc
+        backend = factory()
+        if not isinstance(backend, Backend):
+            raise TypeError(
+                f"factory of backend {name!r} returned {type(backend).__name__}, "
+                "expected a tensorferry.Backend"
+            )
+        if backend.name != name:
+            raise ValueError(f"backend registered as {name!r} calls itself {backend.name!r}")
+        return backend
+
+    def _adopt(self, name: str, backend: Backend) -> None:
+        for transfer in backend.data_transfers():
+            self._manager.register_data_transfer(transfer)
+        self._loaded[name] = backend
+
+    def load_all(self) -> list[str]:
+        """Load every backend that is not loaded yet; return the names that loaded."""
+        for name in self.backend_names:
+            if name not in self._errors:
+                try:
+                    self.backend(name)
+                except BackendUnavailableError:
+                    pass
+        return [n for n in self.backend_names if n in self._loaded]
+
+    def register_backend(self, name: str, backend: Backend | BackendFactory) -> Backend:
+        """Add a backend at run time (an instance or a factory) and register its transfers.
+
+        Raises ``ValueError`` if a loaded backend already has that name.
+        """
+        self._check_open()
+        name = name.lower()
+        with self._lock:
+            if name in self._loaded:
+                raise ValueError(f"a backend named {name!r} is loaded already")
+            instance = backend if isinstance(backend, Backend) else self._create(name, backend)
+            self._factories[name] = lambda: instance
+            self._errors.pop(name, None)
+            self._adopt(name, instance)
+            return instance
+
+    def unregister_backend(self, name: str) -> None:
+        """Unregister and close a loaded backend's transfers, then close the backend.
+
+        Its tensors raise :class:`ClosedError` afterwards. Raises ``LookupError``
+        if no loaded backend has that name.
+        """
+        self._check_open()
+        name = name.lower()
+        with self._lock:
+            if name not in self._loaded:
+                raise LookupError(f"no loaded backend named {name!r}; loaded: {sorted(self._loaded)}")
+            backend = self._loaded.pop(name)
+            self._factories.pop(name, None)
+        for transfer in backend.data_transfers():
+            if any(t is transfer for t in self._manager.data_transfers):
+                self._manager.unregister_data_transfer(transfer)
+            transfer.close()
+        backend.close()
+
+    # devices ----------------------------------------------------------------
+
+    def devices(self, *, type: DeviceType | None = None) -> list[Device]:  # noqa: A002
+        """Every device of every backend that loads, host first, each backend's best first.
+
+        ``type`` keeps only devices of that :class:`DeviceType`.
+        """
+        self._check_open()
+        self.load_all()
+        found = [d for name in self.backend_names if name in self._loaded for d in self._loaded[name].devices()]
+        return [d for d in found if type is None or d.type == type]
+
+    def device(self, spec: str | Device) -> Device:
+        """Resolve ``"cpu"``, ``"webgpu"`` (the backend's best device), ``"webgpu:1"``
+        or a :class:`Device` to a device of this environment.
+
+        Raises :class:`UnknownDeviceError` (a ``LookupError``) naming the
+        devices there are, or :class:`BackendUnavailableError` with the reason a
+        backend did not load.
+        """
+        if isinstance(spec, Device):
+            if spec in self.backend(spec.backend).devices():
+                return spec
+            raise UnknownDeviceError(f"{spec} is not a device of this environment")
+        if not isinstance(spec, str):
+            raise TypeError(f"device spec must be a str or a Device, got {type(spec).__name__}")
+        name, _, index_text = spec.strip().lower().partition(":")
+        backend_devices = list(self.backend(name).devices())
+        if not index_text:
+            if not backend_devices:
+                raise UnknownDeviceError(f"backend {name!r} has no devices")
+            return backend_devices[0]
+        try:
+            index = int(index_text)
+        except ValueError:
+            raise UnknownDeviceError(
+                f"cannot parse device {spec!r}; expected 'backend' or 'backend:index'"
+            ) from None
+        match = [d for d in backend_devices if d.index == index]
+        if not match:
+            raise UnknownDeviceError(
+                f"no device {spec!r}; backend {name!r} has {[str(d) for d in backend_devices]}"
+            )
+        return match[0]
+
+    # tensors ----------------------------------------------------------------
+
+    def empty(
+        self,
+        shape: SupportsIndex | Sequence[SupportsIndex],
+        dtype: npt.DTypeLike,
+        device: str | Device = HOST_BACKEND,
+    ) -> Tensor:
+        """An uninitialised tensor on ``device``.
+
+        Raises ``ValueError``/``TypeError`` for a bad shape,
+        :class:`UnsupportedDtypeError` for a dtype without fixed size,
+        ``MemoryError`` when the device cannot hold it, and the errors of
+        :meth:`device`.
+        """
+        self._check_open()
+        dims, kind = as_shape(shape), as_dtype(dtype)
+        target = self.device(device)
+        nbytes = int(np.prod(dims, dtype=np.int64)) * kind.itemsize
+        storage = self.backend(target.backend).allocate(target, nbytes)
+        return Tensor(storage, dims, kind, 0, self)
+
+    def zeros(
+        self,
+        shape: SupportsIndex | Sequence[SupportsIndex],
+        dtype: npt.DTypeLike,
+        device: str | Device = HOST_BACKEND,
+    ) -> Tensor:
+        """A tensor of zeros on ``device``; raises as :meth:`empty`."""
+        tensor = self.empty(shape, dtype, device)
+        self.fill(tensor, 0)
+        return tensor
+
+    def fill(self, tensor: Tensor, value: object) -> None:
+        """Set every element of ``tensor`` (or of a view) to ``value``.
+
+        Uses the backend's :class:`Filler` capability when it has one, else an
+        upload. Raises ``ValueError`` when ``value`` does not convert to the
+        tensor's dtype, and what :meth:`copy_tensor` raises for the destination.
+        """
+        self._check_tensor(tensor, "tensor")
+        try:
+            element = np.array(value, dtype=tensor.dtype)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"cannot convert {value!r} to {tensor.dtype}: {exc}") from None
+        if element.shape != ():
+            raise ValueError(f"fill takes a scalar value, got shape {element.shape}")
+        backend = self.backend(tensor.device.backend)
+        if isinstance(backend, Filler) and tensor.writable:
+            backend.fill(tensor, element.tobytes())
+        else:
+            self.copy_tensor(self._wrap(np.full(tensor.shape, element), writable=False), tensor)
+
+    def from_numpy(
+        self,
+        array: npt.ArrayLike,
+        device: str | Device = HOST_BACKEND,
+        *,
+        copy: bool = True,
+    ) -> Tensor:
+        """A tensor on ``device`` holding the array's data.
+
+        With ``copy=True`` (the default) the tensor owns new memory. With
+        ``copy=False`` the tensor *shares* the array's memory: only on the host
+        device, only for a C-contiguous array (:class:`InvalidArrayError`
+        otherwise), and a read-only array makes a read-only tensor.
+        """
+        self._check_open()
+        target = self.device(device)
+        if copy:
+            source = np.asarray(array, order="C")
+            as_dtype(source.dtype)
+            tensor = self.empty(source.shape, source.dtype, target)
+            self.copy_tensor(self._wrap(source, writable=False), tensor)
+            return tensor
+        if not target.is_host:
+            raise ValueError(
+                f"copy=False shares the array's memory, which only the host can; got device "
+                f"{target}, expected {HOST}"
+            )
+        if not isinstance(array, np.ndarray):
+            raise InvalidArrayError(
+                f"copy=False needs a numpy.ndarray to share, got {type(array).__name__}"
+            )
+        return self._wrap(array, writable=None)
+
+    def to_numpy(
+        self, tensor: Tensor, out: npt.NDArray[np.generic] | None = None
+    ) -> npt.NDArray[np.generic]:
+        """Copy ``tensor`` to host memory: into ``out`` (which must be writable,
+        C-contiguous and of the tensor's shape and dtype) or a new array."""
+        self._check_tensor(tensor, "tensor")
+        if out is None:
+            out = np.empty(tensor.shape, tensor.dtype)
+        else:
+            check_out_array(out, tensor.shape, tensor.dtype)
+        self.copy_tensor(tensor, self._wrap(out, writable=True))
+        return out
+
+    def _wrap(self, array: npt.NDArray[np.generic], *, writable: bool | None) -> Tensor:
+        as_dtype(array.dtype)
+        return Tensor(HostStorage.wrap(array, writable=writable), array.shape, array.dtype, 0, self)
+
+    def _check_tensor(self, tensor: Tensor, role: str) -> None:
+        self._check_open()
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"{role} must be a tensorferry.Tensor, got {type(tensor).__name__}")
+        if tensor.owner is not self:
+            raise ForeignTensorError(
+                f"{role} {tensor!r} belongs to another environment; expected one of this environment"
+            )
+
+    # copies -----------------------------------------------------------------
+
+    def copy_tensor(self, src: Tensor, dst: Tensor) -> None:
+        """Copy ``src`` into ``dst``; see :meth:`DataTransferManager.copy_tensors`."""
+        self._manager.copy_tensors([src], [dst])
+
+    def copy_tensors(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> None:
+        """Copy a batch, any mix of device pairs, with the order semantics of a loop.
+
+        See :meth:`DataTransferManager.copy_tensors` for what it raises.
+        """
+        self._manager.copy_tensors(srcs, dsts)
+
+    def copy_tensors_async(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> TransferHandle:
+        """Start a batch and return a handle; see :meth:`DataTransferManager.copy_tensors_async`."""
+        return self._manager.copy_tensors_async(srcs, dsts)

@@ -1,0 +1,345 @@
+"""DataTransferManager: an ordered, thread-safe registry of data transfers.
+
+It does what ONNX Runtime's ``DataTransferManager`` does (first registered
+transfer whose ``can_copy`` holds wins) and more: it validates a whole batch
+before copying anything, groups a mixed batch per transfer while keeping the
+batch's order semantics, routes through host memory when no transfer copies
+two devices directly, and may be used from many threads while others register
+or unregister transfers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeAlias
+
+import attrs
+
+from tensorferry.device import HOST, Device
+from tensorferry.errors import (
+    ClosedError,
+    ForeignTensorError,
+    IncompatibleTensorsError,
+    InvalidArrayError,
+    NoTransferError,
+)
+from tensorferry.storage import HostStorage
+from tensorferry.tensor import Tensor, TensorOwner
+from tensorferry.transfer import (
+    AsyncDataTransfer,
+    CompletedTransfer,
+    CopyPair,
+    IDataTransfer,
+    TransferHandle,
+)
+
+__all__ = ["DataTransferManager"]
+
+
+@attrs.frozen
+class _Route:
+    """How one device pair is copied: directly (one hop) or through host memory (two)."""
+
+    hops: tuple[IDataTransfer, ...]
+
+
+_Stage: TypeAlias = "list[tuple[IDataTransfer, list[CopyPair]]]"
+"""Per-transfer groups whose pairs touch disjoint memory, so they may run in any order."""
+
+
+@attrs.frozen
+class _Step:
+    transfer: IDataTransfer
+    src: Tensor
+    dst: Tensor
+
+
+class _AllOf:
+    """A handle that waits for several handles, in order."""
+
+    def __init__(self, handles: Sequence[TransferHandle]) -> None:
+        self._handles = tuple(handles)
+
+    def wait(self, timeout: float | None = None) -> None:
+        for handle in self._handles:
+            handle.wait(timeout)
+
+    def done(self) -> bool:
+        return all(handle.done() for handle in self._handles)
+
+
+class DataTransferManager:
+    """Registry of :class:`~tensorferry.IDataTransfer` objects, and the front door for copies.
+
+    ``owner`` is the environment whose tensors this manager accepts (``None``
+    accepts any tensor). ``host_allocator`` makes the host memory used to route
+    copies that no transfer makes directly; pass ``None`` to disable routing.
+    """
+
+    def __init__(
+        self,
+        *,
+        owner: TensorOwner | None = None,
+        host_allocator: Callable[[int], HostStorage] | None = HostStorage.allocate,
+    ) -> None:
+        self._owner = owner
+        self._host_allocator = host_allocator
+        self._lock = threading.Condition(threading.RLock())
+        self._transfers: tuple[IDataTransfer, ...] = ()
+        self._routes: dict[tuple[Device, Device], _Route | None] = {}
+        self._in_flight = 0
+        self._closed = False
+
+    # registry -------------------------------------------------------------
+
+    @property
+    def data_transfers(self) -> tuple[IDataTransfer, ...]:
+        """The registered transfers, in lookup order."""
+        return self._transfers
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._closed
+
+    def register_data_transfer(self, transfer: IDataTransfer) -> None:
+        """Append ``transfer`` to the lookup order.
+
+        Raises ``TypeError`` if it does not implement :class:`IDataTransfer`,
+        ``ValueError`` if it is registered already, :class:`ClosedError` after close.
+        """
+        if not isinstance(transfer, IDataTransfer):
+            raise TypeError(
+                f"{type(transfer).__name__} is not an IDataTransfer; expected an object with "
+                "can_copy(src_device, dst_device), copy_tensors(pairs) and close()"
+            )
+        with self._lock:
+            self._check_open()
+            if any(t is transfer for t in self._transfers):
+                raise ValueError(f"{transfer!r} is registered already")
+            self._transfers = (*self._transfers, transfer)
+            self._routes.clear()
+
+    def unregister_data_transfer(self, transfer: IDataTransfer) -> None:
+        """Remove ``transfer`` from the lookup order without closing it.
+
+        Copies already running with it finish. Raises ``LookupError`` if it is
+        not registered.
+        """
+        with self._lock:
+            if not any(t is transfer for t in self._transfers):
+                raise LookupError(f"{transfer!r} is not registered with this manager")
+            self._transfers = tuple(t for t in self._transfers if t is not transfer)
+            self._routes.clear()
+
+    def get_data_transfer(self, src_device: Device, dst_device: Device) -> IDataTransfer | None:
+        """The first registered transfer that copies ``src_device`` -> ``dst_device``, or None."""
+        return next((t for t in self._transfers if t.can_copy(src_device, dst_device)), None)
+
+    def _route(self, src: Device, dst: Device) -> _Route | None:
+        key = (src, dst)
+        with self._lock:
+            if key in self._routes:
+                return self._routes[key]
+            route: _Route | None = None
+            direct = self.get_data_transfer(src, dst)
+            if direct is not None:
+                route = _Route((direct,))
+            elif self._host_allocator is not None and not src.is_host and not dst.is_host:
+                down = self.get_data_transfer(src, HOST)
+                up = self.get_data_transfer(HOST, dst)
+                if down is not None and up is not None:
+                    route = _Route((down, up))
+            self._routes[key] = route
+            return route
+
+    def close(self) -> None:
+        """Refuse new copies, wait for those in flight, then close every registered
+        transfer, last registered first. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            while self._in_flight:
+                self._lock.wait()
+            transfers, self._transfers = self._transfers, ()
+            self._routes.clear()
+        for transfer in reversed(transfers):
+            transfer.close()
+
+    # copies ---------------------------------------------------------------
+
+    def copy_tensor(self, src: Tensor, dst: Tensor) -> None:
+        """Copy ``src`` into ``dst``; see :meth:`copy_tensors` for what it raises."""
+        self.copy_tensors([src], [dst])
+
+    def copy_tensors(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> None:
+        """Copy ``srcs[i]`` into ``dsts[i]`` for every i, as if one after another.
+
+        The whole batch is validated before any memory is touched. Raises
+        :class:`IncompatibleTensorsError` (lengths, shapes or dtypes differ),
+        :class:`InvalidArrayError` (read-only destination), :class:`ForeignTensorError`
+        (a tensor of another environment), :class:`NoTransferError` (no transfer,
+        direct or through host, for a pair), :class:`ClosedError` (manager or a
+        tensor's storage closed), ``TypeError`` (not a tensor).
+        """
+        stages = self._plan(srcs, dsts)
+        with self._copying():
+            for stage in stages:
+                for transfer, pairs in stage:
+                    transfer.copy_tensors(pairs)
+
+    def copy_tensors_async(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> TransferHandle:
+        """Start :meth:`copy_tensors` and return a handle whose ``wait()`` finishes it.
+
+        Transfers that implement :class:`AsyncDataTransfer` run in the
+        background; the others copy before this returns. A batch whose pairs
+        depend on each other across transfers waits between those parts.
+        Validation errors are raised here, before anything is copied.
+        """
+        stages = self._plan(srcs, dsts)
+        handles: list[TransferHandle] = []
+        with self._copying():
+            for index, stage in enumerate(stages):
+                if index:
+                    for handle in handles:
+                        handle.wait()
+                for transfer, pairs in stage:
+                    if isinstance(transfer, AsyncDataTransfer):
+                        handles.append(transfer.copy_tensors_async(pairs))
+                    else:
+                        transfer.copy_tensors(pairs)
+        return _AllOf(handles) if handles else CompletedTransfer()
+
+    @contextmanager
+    def _copying(self) -> Iterator[None]:
+        with self._lock:
+            self._check_open()
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._lock.notify_all()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("this DataTransferManager (or its environment) is closed")
+
+    def _check_pair(self, index: int, src: Tensor, dst: Tensor) -> None:
+        for role, tensor in (("source", src), ("destination", dst)):
+            if not isinstance(tensor, Tensor):
+                raise TypeError(
+                    f"pair {index}: the {role} is a {type(tensor).__name__}, expected a "
+                    "tensorferry.Tensor (wrap numpy arrays with Environment.from_numpy)"
+                )
+            if self._owner is not None and tensor.owner is not self._owner:
+                raise ForeignTensorError(
+                    f"pair {index}: the {role} {tensor!r} belongs to another environment; "
+                    "expected a tensor created by this environment"
+                )
+            if tensor.storage.closed:
+                raise ClosedError(
+                    f"pair {index}: the {role} {tensor!r} has released storage; "
+                    "expected a live tensor"
+                )
+        if src.shape != dst.shape or src.dtype != dst.dtype:
+            hint = (
+                "; use .view() or .reshape() to reinterpret the bytes"
+                if src.nbytes == dst.nbytes
+                else f" ({src.nbytes} vs {dst.nbytes} bytes)"
+            )
+            raise IncompatibleTensorsError(
+                f"pair {index}: source is {src.shape} {src.dtype} but destination is "
+                f"{dst.shape} {dst.dtype}; expected equal shapes and dtypes{hint}"
+            )
+        if not dst.writable:
+            raise InvalidArrayError(
+                f"pair {index}: the destination {dst!r} is read-only; expected writable memory"
+            )
+
+    def _plan(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> list[_Stage]:
+        """Validate the batch and split it into stages of per-transfer groups."""
+        srcs, dsts = list(srcs), list(dsts)
+        if len(srcs) != len(dsts):
+            raise IncompatibleTensorsError(
+                f"got {len(srcs)} sources and {len(dsts)} destinations; expected equal counts"
+            )
+        self._check_open()
+        steps: list[_Step] = []
+        for index, (src, dst) in enumerate(zip(srcs, dsts, strict=True)):
+            self._check_pair(index, src, dst)
+            route = self._route(src.device, dst.device)
+            if route is None:
+                raise NoTransferError(
+                    f"pair {index}: no registered data transfer copies {src.device} -> "
+                    f"{dst.device}, directly or through host memory; registered: "
+                    f"{[type(t).__name__ for t in self._transfers] or 'none'}"
+                )
+            if len(route.hops) == 1:
+                steps.append(_Step(route.hops[0], src, dst))
+            else:
+                assert self._host_allocator is not None
+                staging = Tensor(self._host_allocator(src.nbytes), src.shape, src.dtype, 0, src.owner)
+                steps.append(_Step(route.hops[0], src, staging))
+                steps.append(_Step(route.hops[1], staging, dst))
+        return _stages(steps)
+
+
+def _memory_range(tensor: Tensor) -> tuple[object, int, int]:
+    """(memory key, first byte, end byte): host views compare by address."""
+    storage = tensor.storage
+    if isinstance(storage, HostStorage):
+        start = storage.address + tensor.offset
+        return ("host", start, start + tensor.nbytes)
+    return (id(storage), tensor.offset, tensor.offset + tensor.nbytes)
+
+
+def _stages(steps: Sequence[_Step]) -> list[_Stage]:
+    """Group steps per transfer, starting a new stage only where order matters.
+
+    Step j must run after step i < j when they touch overlapping bytes, one of
+    them writes, and they use different transfers (one transfer keeps its own
+    batch in order). Each step goes to the earliest stage that respects that.
+    """
+    transfers = {id(s.transfer) for s in steps}
+    if len(transfers) <= 1:
+        return [[(steps[0].transfer, [(s.src, s.dst) for s in steps])]] if steps else []
+    accesses: dict[object, list[tuple[int, int, int, bool]]] = defaultdict(list)
+    for number, step in enumerate(steps):
+        for tensor, writes in ((step.src, False), (step.dst, True)):
+            key, start, end = _memory_range(tensor)
+            if end > start:
+                accesses[key].append((start, end, number, writes))
+    after: dict[int, set[int]] = defaultdict(set)
+    for spans in accesses.values():
+        spans.sort()
+        for i, (_, end, number, writes) in enumerate(spans):
+            for other_start, _, other, other_writes in spans[i + 1 :]:
+                if other_start >= end:
+                    break
+                if other != number and (writes or other_writes):
+                    first, second = sorted((number, other))
+                    after[second].add(first)
+    stage_of: list[int] = []
+    for number, step in enumerate(steps):
+        stage_of.append(
+            max(
+                (
+                    stage_of[first] + (steps[first].transfer is not step.transfer)
+                    for first in after.get(number, ())
+                ),
+                default=0,
+            )
+        )
+    groups: list[dict[int, tuple[IDataTransfer, list[CopyPair]]]] = [
+        {} for _ in range(max(stage_of) + 1)
+    ]
+    for number, step in enumerate(steps):
+        group = groups[stage_of[number]].setdefault(id(step.transfer), (step.transfer, []))
+        group[1].append((step.src, step.dst))
+    return [list(stage.values()) for stage in groups]

@@ -1,0 +1,266 @@
+"""Tensor: a typed, shaped view of backend-owned storage."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, SupportsIndex
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+from tensorferry.errors import InvalidArrayError, UnsupportedDtypeError
+from tensorferry.storage import HostStorage, Storage
+
+if TYPE_CHECKING:
+    from tensorferry.device import Device
+
+__all__ = ["Tensor", "TensorOwner", "as_dtype", "as_shape"]
+
+
+def as_dtype(dtype: npt.DTypeLike) -> np.dtype[np.generic]:
+    """Normalise ``dtype`` to a numpy dtype with a fixed item size.
+
+    Raises :class:`UnsupportedDtypeError` (a ``TypeError``) for object dtypes,
+    dtypes that contain objects, and unsized flexible dtypes such as ``"S"``.
+    """
+    try:
+        result = np.dtype(dtype)
+    except TypeError as exc:
+        raise UnsupportedDtypeError(f"{dtype!r} is not a numpy dtype: {exc}") from None
+    if result.hasobject or result.itemsize == 0:
+        raise UnsupportedDtypeError(
+            f"dtype {result} has no fixed item size; expected a fixed-size numpy dtype "
+            "(bool, integer, float, complex, datetime, sized bytes or structured)"
+        )
+    return result
+
+
+def as_shape(shape: SupportsIndex | Sequence[SupportsIndex]) -> tuple[int, ...]:
+    """Normalise ``shape`` to a tuple of non-negative ints; raises ``ValueError`` otherwise."""
+    dims = (shape,) if isinstance(shape, SupportsIndex) else tuple(shape)
+    try:
+        result = tuple(operator.index(d) for d in dims)
+    except TypeError:
+        raise TypeError(f"shape must be a sequence of integers, got {shape!r}") from None
+    if any(d < 0 for d in result):
+        raise ValueError(f"shape must not have negative dimensions, got {result}")
+    return result
+
+
+class TensorOwner(Protocol):
+    """What a tensor needs from the environment that made it.
+
+    Implemented by :class:`tensorferry.Environment`; a manager built alone uses
+    ``None`` as owner.
+    """
+
+    @property
+    def closed(self) -> bool:
+        """True once the owner has been closed."""
+        ...
+
+    def to_numpy(
+        self, tensor: Tensor, out: npt.NDArray[np.generic] | None = None
+    ) -> npt.NDArray[np.generic]:
+        """Copy ``tensor`` into host memory and return it as a numpy array."""
+        ...
+
+
+@attrs.frozen(eq=False, repr=False)
+class Tensor:
+    """``shape`` elements of ``dtype`` at byte ``offset`` into ``storage``, C order.
+
+    Tensors are cheap views: indexing along the first axis, :meth:`reshape` and
+    :meth:`view` return new tensors over the same storage. Create them through
+    :class:`tensorferry.Environment` (``empty``, ``from_numpy``), which sets the
+    owner; backends build them directly from storage they allocated.
+
+    Raises ``ValueError`` when the view would reach past the end of the storage.
+    """
+
+    storage: Storage
+    shape: tuple[int, ...] = attrs.field(converter=as_shape)
+    dtype: np.dtype[np.generic] = attrs.field(converter=as_dtype)
+    offset: int = 0
+    owner: TensorOwner | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.offset < 0 or self.offset + self.nbytes > self.storage.nbytes:
+            raise ValueError(
+                f"a view of {self.nbytes} bytes at offset {self.offset} does not fit in "
+                f"storage of {self.storage.nbytes} bytes"
+            )
+
+    @property
+    def device(self) -> Device:
+        """The device whose memory holds this tensor."""
+        return self.storage.device
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Number of bytes the tensor covers."""
+        return self.size * self.dtype.itemsize
+
+    @property
+    def writable(self) -> bool:
+        """False when the storage must not be a copy's destination."""
+        return self.storage.writable
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def _row_bytes(self) -> int:
+        return math.prod(self.shape[1:]) * self.dtype.itemsize
+
+    def __getitem__(self, key: SupportsIndex | slice) -> Tensor:
+        """A view along the first axis: ``t[i]`` drops it, ``t[i:j]`` keeps it.
+
+        Only contiguous slices (step 1) are allowed; anything else raises
+        ``IndexError`` or ``TypeError``.
+        """
+        if not self.shape:
+            raise IndexError("a 0-d tensor cannot be indexed")
+        rows = self.shape[0]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(rows)
+            if step != 1:
+                raise IndexError(f"only contiguous slices are views; got step {step}, expected 1")
+            count = max(0, stop - start)
+            return attrs.evolve(
+                self, shape=(count, *self.shape[1:]), offset=self.offset + start * self._row_bytes()
+            )
+        if not isinstance(key, SupportsIndex):
+            raise TypeError(
+                f"tensors index along the first axis with an int or a slice, got {key!r}"
+            )
+        index = operator.index(key)
+        if not -rows <= index < rows:
+            raise IndexError(f"index {index} is out of range for a first axis of length {rows}")
+        index %= rows
+        return attrs.evolve(self, shape=self.shape[1:], offset=self.offset + index * self._row_bytes())
+
+    def reshape(self, *shape: SupportsIndex | Sequence[SupportsIndex]) -> Tensor:
+        """The same bytes with another shape; one dimension may be ``-1``.
+
+        Raises ``ValueError`` when the element counts differ.
+        """
+        dims = list(as_shape_with_wildcard(shape[0] if len(shape) == 1 else shape))  # type: ignore[arg-type]
+        if dims.count(-1) > 1:
+            raise ValueError(f"only one dimension may be -1, got {tuple(dims)}")
+        if -1 in dims:
+            known = math.prod(d for d in dims if d != -1)
+            if known == 0 or self.size % known:
+                raise ValueError(f"cannot reshape a tensor of {self.size} elements to {tuple(dims)}")
+            dims[dims.index(-1)] = self.size // known
+        if math.prod(dims) != self.size:
+            raise ValueError(
+                f"cannot reshape a tensor of shape {self.shape} ({self.size} elements) "
+                f"to {tuple(dims)}; expected a shape of {self.size} elements"
+            )
+        return attrs.evolve(self, shape=tuple(dims))
+
+    def view(self, dtype: npt.DTypeLike) -> Tensor:
+        """The same bytes read as another dtype, as ``numpy.ndarray.view``.
+
+        The last axis is rescaled by the ratio of item sizes; raises
+        ``ValueError`` when its byte length does not divide evenly (or, for a
+        0-d tensor, when the item sizes differ).
+        """
+        new = as_dtype(dtype)
+        if new.itemsize == self.dtype.itemsize:
+            return attrs.evolve(self, dtype=new)
+        if not self.shape:
+            raise ValueError(
+                f"a 0-d tensor of {self.dtype} can only be viewed as a dtype of "
+                f"{self.dtype.itemsize} bytes, got {new} ({new.itemsize} bytes)"
+            )
+        last_bytes = self.shape[-1] * self.dtype.itemsize
+        if last_bytes % new.itemsize:
+            raise ValueError(
+                f"the last axis holds {last_bytes} bytes, not a multiple of {new}'s "
+                f"item size {new.itemsize}"
+            )
+        return attrs.evolve(self, dtype=new, shape=(*self.shape[:-1], last_bytes // new.itemsize))
+
+    def host_array(self) -> npt.NDArray[np.generic]:
+        """The numpy array that *is* this tensor's memory, for host storage only.
+
+        Writes to the array change the tensor. Raises ``TypeError`` for a tensor
+        whose memory is not host memory (use :meth:`numpy` for a copy).
+        """
+        if not isinstance(self.storage, HostStorage):
+            raise TypeError(
+                f"host_array() needs a tensor in host memory, got one on {self.device}; "
+                "use tensor.numpy() for a host copy"
+            )
+        raw = self.storage.array[self.offset : self.offset + self.nbytes]
+        array = raw.view(self.dtype).reshape(self.shape)
+        if not self.storage.writable:
+            array.flags.writeable = False
+        return array
+
+    def numpy(self, out: npt.NDArray[np.generic] | None = None) -> npt.NDArray[np.generic]:
+        """A host copy of the tensor as a numpy array (written into ``out`` if given).
+
+        ``out`` must be writable, C-contiguous and of the tensor's shape and dtype
+        (:class:`InvalidArrayError` otherwise). Raises ``RuntimeError`` for a
+        tensor that no environment owns.
+        """
+        if self.owner is None:
+            if isinstance(self.storage, HostStorage):
+                array = self.host_array()
+                if out is None:
+                    return array.copy()
+                np.copyto(out, array)
+                return out
+            raise RuntimeError("this tensor has no owning environment to copy it to the host")
+        return self.owner.to_numpy(self, out)
+
+    def __repr__(self) -> str:
+        return (
+            f"Tensor(device={self.device}, shape={self.shape}, dtype={self.dtype}, "
+            f"offset={self.offset})"
+        )
+
+
+def as_shape_with_wildcard(shape: SupportsIndex | Sequence[SupportsIndex]) -> tuple[int, ...]:
+    """Like :func:`as_shape` but allows ``-1`` (for :meth:`Tensor.reshape`)."""
+    dims = (shape,) if isinstance(shape, SupportsIndex) else tuple(shape)
+    result = tuple(operator.index(d) for d in dims)
+    if any(d < -1 for d in result):
+        raise ValueError(f"shape must not have negative dimensions, got {result}")
+    return result
+
+
+def check_out_array(
+    out: npt.NDArray[np.generic], shape: tuple[int, ...], dtype: np.dtype[np.generic]
+) -> None:
+    """Raise :class:`InvalidArrayError` unless ``out`` can receive ``shape``/``dtype`` in place."""
+    if not isinstance(out, np.ndarray):
+        raise InvalidArrayError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != dtype:
+        raise InvalidArrayError(
+            f"out has shape {out.shape} and dtype {out.dtype}; expected shape {shape} "
+            f"and dtype {dtype}"
+        )
+    if not out.flags.writeable:
+        raise InvalidArrayError("out is read-only; expected a writable numpy array")
+    if not out.flags.c_contiguous:
+        raise InvalidArrayError(
+            f"out is not C-contiguous (strides {out.strides}); expected a C-contiguous array"
+        )
