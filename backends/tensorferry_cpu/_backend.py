@@ -12,7 +12,9 @@ __all__ = ["CpuBackend", "CpuDataTransfer", "create_backend"]
 def _bytes_of(tensor: Tensor) -> np.ndarray:
     storage = tensor.storage
     if not isinstance(storage, HostStorage):
-        raise TypeError(f"{tensor!r} is not in host memory; the cpu transfer copies host memory only")
+        raise TypeError(
+            f"{tensor!r} is not in host memory; the cpu transfer copies host memory only"
+        )
     return storage.array[tensor.offset : tensor.offset + tensor.nbytes]
 
 

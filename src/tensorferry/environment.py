@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
@@ -160,16 +161,19 @@ class Environment:
             return backend
 
     @staticmethod
-    def _create(name: str, factory: EntryPoint | BackendFactory) -> Backend:
-        if isinstance(factory, EntryPoint):
+    def _create(name: str, source: EntryPoint | BackendFactory) -> Backend:
+        factory: BackendFactory
+        if isinstance(source, EntryPoint):
             try:
-                factory = factory.load()
+                factory = source.load()
             except ImportError as exc:
-                dist = factory.dist.name if factory.dist else "its distribution"
+                dist = source.dist.name if source.dist else "its distribution"
                 raise BackendUnavailableError(
-                    f"entry point {factory.value!r} failed to import ({exc}); "
+                    f"entry point {source.value!r} failed to import ({exc}); "
                     f"reinstall {dist} with the extras it needs"
                 ) from exc
+        else:
+            factory = source
         backend = factory()
         if not isinstance(backend, Backend):
             raise TypeError(
@@ -189,10 +193,8 @@ class Environment:
         """Load every backend that is not loaded yet; return the names that loaded."""
         for name in self.backend_names:
             if name not in self._errors:
-                try:
+                with contextlib.suppress(BackendUnavailableError):
                     self.backend(name)
-                except BackendUnavailableError:
-                    pass
         return [n for n in self.backend_names if n in self._loaded]
 
     def register_backend(self, name: str, backend: Backend | BackendFactory) -> Backend:
@@ -221,7 +223,9 @@ class Environment:
         name = name.lower()
         with self._lock:
             if name not in self._loaded:
-                raise LookupError(f"no loaded backend named {name!r}; loaded: {sorted(self._loaded)}")
+                raise LookupError(
+                    f"no loaded backend named {name!r}; loaded: {sorted(self._loaded)}"
+                )
             backend = self._loaded.pop(name)
             self._factories.pop(name, None)
         for transfer in backend.data_transfers():
@@ -232,14 +236,19 @@ class Environment:
 
     # devices ----------------------------------------------------------------
 
-    def devices(self, *, type: DeviceType | None = None) -> list[Device]:  # noqa: A002
+    def devices(self, *, type: DeviceType | None = None) -> list[Device]:
         """Every device of every backend that loads, host first, each backend's best first.
 
         ``type`` keeps only devices of that :class:`DeviceType`.
         """
         self._check_open()
         self.load_all()
-        found = [d for name in self.backend_names if name in self._loaded for d in self._loaded[name].devices()]
+        found = [
+            d
+            for name in self.backend_names
+            if name in self._loaded
+            for d in self._loaded[name].devices()
+        ]
         return [d for d in found if type is None or d.type == type]
 
     def device(self, spec: str | Device) -> Device:
@@ -384,7 +393,8 @@ class Environment:
             raise TypeError(f"{role} must be a tensorferry.Tensor, got {type(tensor).__name__}")
         if tensor.owner is not self:
             raise ForeignTensorError(
-                f"{role} {tensor!r} belongs to another environment; expected one of this environment"
+                f"{role} {tensor!r} belongs to another environment; "
+                "expected a tensor of this environment"
             )
 
     # copies -----------------------------------------------------------------

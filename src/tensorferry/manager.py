@@ -284,7 +284,9 @@ class DataTransferManager:
                 steps.append(_Step(route.hops[0], src, dst))
             else:
                 assert self._host_allocator is not None
-                staging = Tensor(self._host_allocator(src.nbytes), src.shape, src.dtype, 0, src.owner)
+                staging = Tensor(
+                    self._host_allocator(src.nbytes), src.shape, src.dtype, 0, src.owner
+                )
                 steps.append(_Step(route.hops[0], src, staging))
                 steps.append(_Step(route.hops[1], staging, dst))
         return _stages(steps)

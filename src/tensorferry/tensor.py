@@ -152,7 +152,9 @@ class Tensor:
         if not -rows <= index < rows:
             raise IndexError(f"index {index} is out of range for a first axis of length {rows}")
         index %= rows
-        return attrs.evolve(self, shape=self.shape[1:], offset=self.offset + index * self._row_bytes())
+        return attrs.evolve(
+            self, shape=self.shape[1:], offset=self.offset + index * self._row_bytes()
+        )
 
     def reshape(self, *shape: SupportsIndex | Sequence[SupportsIndex]) -> Tensor:
         """The same bytes with another shape; one dimension may be ``-1``.
@@ -165,7 +167,9 @@ class Tensor:
         if -1 in dims:
             known = math.prod(d for d in dims if d != -1)
             if known == 0 or self.size % known:
-                raise ValueError(f"cannot reshape a tensor of {self.size} elements to {tuple(dims)}")
+                raise ValueError(
+                    f"cannot reshape a tensor of {self.size} elements to {tuple(dims)}"
+                )
             dims[dims.index(-1)] = self.size // known
         if math.prod(dims) != self.size:
             raise ValueError(
