@@ -24,7 +24,7 @@ from tensorferry.errors import (
     UnknownDeviceError,
 )
 from tensorferry.manager import DataTransferManager
-from tensorferry.storage import HostStorage
+from tensorferry.storage import HostStorage, Storage
 from tensorferry.tensor import Tensor, as_dtype, as_shape, check_out_array
 from tensorferry.transfer import TransferHandle
 
@@ -336,6 +336,23 @@ class Environment:
             backend.fill(tensor, element.tobytes())
         else:
             self.copy_tensor(self._wrap(np.full(tensor.shape, element), writable=False), tensor)
+
+    def wrap_storage(
+        self,
+        storage: Storage,
+        shape: SupportsIndex | Sequence[SupportsIndex],
+        dtype: npt.DTypeLike,
+        offset: int = 0,
+    ) -> Tensor:
+        """A tensor of this environment over storage a backend made outside
+        :meth:`empty` (for example around a caller's device buffer).
+
+        Raises :class:`UnknownDeviceError` when no loaded backend owns the
+        storage's device, ``ValueError`` when the view does not fit the storage.
+        """
+        self._check_open()
+        self.device(storage.device)
+        return Tensor(storage, as_shape(shape), as_dtype(dtype), offset, self)
 
     def from_numpy(
         self,

@@ -1,0 +1,218 @@
+"""WebGPUBackend: devices, contexts and memory of the WebGPU backend."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from tensorferry import (
+    BackendUnavailableError,
+    ClosedError,
+    Device,
+    DeviceLostError,
+    Tensor,
+)
+from tensorferry_webgpu._adapters import ADAPTERS_ENV, BACKEND_NAME, describe, order_adapters
+from tensorferry_webgpu._buffers import PoolStats
+from tensorferry_webgpu._context import Context, ContextOptions
+from tensorferry_webgpu._storage import WebGPUStorage
+from tensorferry_webgpu._transfer import WebGPUDataTransfer
+
+if TYPE_CHECKING:
+    import wgpu
+
+__all__ = ["WebGPUBackend", "create_backend"]
+
+_INSTALL_HINT = (
+    "install a WebGPU-capable driver: on Debian/Ubuntu `apt-get install mesa-vulkan-drivers` "
+    "(lavapipe, a CPU Vulkan driver) or your GPU vendor's Vulkan driver"
+)
+
+
+class WebGPUBackend:
+    """One tensorferry device per wgpu adapter, best first, plus adopted devices.
+
+    Each device gets a :class:`Context` lazily, on first use; concurrent first
+    uses create exactly one (double-checked locking). A context whose device is
+    lost is replaced on next use. ``options`` tunes every context's pools.
+    """
+
+    name = BACKEND_NAME
+
+    def __init__(self, options: ContextOptions | None = None) -> None:
+        import wgpu
+
+        self.options = options or ContextOptions()
+        adapters = order_adapters(wgpu.gpu.enumerate_adapters_sync())
+        if not adapters:
+            raise BackendUnavailableError(
+                f"wgpu found no adapter (after {ADAPTERS_ENV} filtering, if set); {_INSTALL_HINT}"
+            )
+        self._adapters: list[wgpu.GPUAdapter] = adapters
+        self._devices = [describe(a, i) for i, a in enumerate(adapters)]
+        self._contexts: dict[int, Context] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self.contexts_created = 0
+        self._transfer = WebGPUDataTransfer(self)
+
+    # the Backend protocol ---------------------------------------------------
+
+    def devices(self) -> list[Device]:
+        """Adapters best first (discrete, integrated, CPU fallbacks), then adopted devices."""
+        return list(self._devices)
+
+    def owns(self, device: Device) -> bool:
+        """True for a device of this backend instance."""
+        return device.backend == BACKEND_NAME and device in self._devices
+
+    def allocate(self, device: Device, nbytes: int) -> WebGPUStorage:
+        """A pooled buffer of ``nbytes`` on ``device``; raises OutOfDeviceMemoryError
+        past the device's maximum buffer size or when memory runs out."""
+        context = self.context(device)
+        buffer = context.allocate(nbytes) if nbytes else None
+        return WebGPUStorage(context, buffer, nbytes)
+
+    def data_transfers(self) -> list[WebGPUDataTransfer]:
+        """The one WebGPU transfer."""
+        return [self._transfer]
+
+    def fill(self, tensor: Tensor, pattern: bytes) -> None:
+        """Fill on the device: ``clear_buffer`` for zeros, a small kernel otherwise."""
+        self._transfer.fill(tensor, pattern)
+
+    def close(self) -> None:
+        """Release the backend's reference on every context; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            contexts, self._contexts = list(self._contexts.values()), {}
+        self._transfer.close()
+        for context in contexts:
+            context.release()
+
+    # contexts ---------------------------------------------------------------
+
+    def context(self, device: Device) -> Context:
+        """The live context of ``device``, created on first use.
+
+        Raises :class:`UnknownDeviceError`-like ``LookupError`` for a foreign
+        device, :class:`ClosedError` after close, :class:`DeviceLostError` for a
+        lost adopted device (tensorferry cannot recreate a caller's device).
+        """
+        index = device.index
+        context = self._contexts.get(index)
+        if context is not None and not context.lost:
+            return context
+        with self._lock:
+            if self._closed:
+                raise ClosedError("the webgpu backend is closed")
+            if not self.owns(device):
+                raise LookupError(f"{device} is not a device of this webgpu backend")
+            context = self._contexts.get(index)
+            if context is not None and not context.lost:
+                return context
+            if context is not None and context.adopted:
+                raise DeviceLostError(f"the adopted wgpu device behind {device} was lost")
+            adapter = self._adapters[index]
+            gpu = adapter.request_device_sync(
+                label=f"tensorferry {device}",
+                required_limits={
+                    "max-buffer-size": adapter.limits["max-buffer-size"],
+                    "max-storage-buffer-binding-size": adapter.limits[
+                        "max-storage-buffer-binding-size"
+                    ],
+                },
+            )
+            fresh = Context(self._devices[index], gpu, self.options).acquire()
+            self._contexts[index] = fresh
+            self.contexts_created += 1
+        if context is not None:
+            context.release()  # the lost one
+        return fresh
+
+    def acquire_context(self, device: Device) -> Context:
+        """The device's context with a reference the caller must :meth:`Context.release`."""
+        return self.context(device).acquire()
+
+    def pool_stats(self, device: Device) -> PoolStats:
+        """Counters of the device buffer pool of ``device``'s context."""
+        return self.context(device).pool_stats()
+
+    def adopt_device(self, gpu: wgpu.GPUDevice, *, label: str = "adopted") -> Device:
+        """Make a caller's ``wgpu.GPUDevice`` a tensorferry device (a new index).
+
+        tensorferry then allocates from it and copies with its queue, so the
+        caller's compute code can use the tensors' buffers; the caller keeps
+        ownership of the device (tensorferry never destroys it).
+        """
+        with self._lock:
+            if self._closed:
+                raise ClosedError("the webgpu backend is closed")
+            for context in self._contexts.values():
+                if context.gpu is gpu:
+                    return context.device
+            index = len(self._devices)
+            device = describe(gpu.adapter, index, label=label)
+            self._devices.append(device)
+            self._contexts[index] = Context(device, gpu, self.options, adopted=True).acquire()
+            self.contexts_created += 1
+            return device
+
+    def wrap_buffer(
+        self, device: Device, buffer: wgpu.GPUBuffer, *, offset: int = 0, nbytes: int | None = None
+    ) -> WebGPUStorage:
+        """Storage over ``nbytes`` of a caller's buffer from ``offset``, without copying.
+
+        The buffer must belong to ``device``'s wgpu device and have COPY_SRC and
+        COPY_DST usage (``ValueError`` otherwise); it stays the caller's, who must
+        not destroy it while tensors over it are used.
+        """
+        import wgpu
+
+        context = self.context(device)
+        owner = getattr(buffer, "_device", None)
+        if owner is not None and owner is not context.gpu:
+            raise ValueError(
+                f"the buffer belongs to another wgpu device than {device}'s; "
+                "adopt that device first (adopt_device) and wrap with the device it returns"
+            )
+        needed = wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+        if (buffer.usage & needed) != needed:
+            raise ValueError(
+                f"the buffer's usage {buffer.usage} lacks COPY_SRC | COPY_DST, which "
+                "tensorferry needs to copy to and from it"
+            )
+        size = buffer.size - offset if nbytes is None else nbytes
+        if offset < 0 or size < 0 or offset + size > buffer.size:
+            raise ValueError(
+                f"{size} bytes at offset {offset} do not fit a buffer of {buffer.size} bytes"
+            )
+        return WebGPUStorage(context, buffer, size, base=offset, external=True)
+
+
+def buffer_of(tensor: Tensor) -> tuple[wgpu.GPUBuffer, int]:
+    """The ``GPUBuffer`` behind a WebGPU tensor and the tensor's byte offset in it.
+
+    Raises ``TypeError`` for a tensor of another backend, ``ValueError`` for a
+    zero-byte tensor (which holds no buffer).
+    """
+    storage = tensor.storage
+    if not isinstance(storage, WebGPUStorage):
+        raise TypeError(f"{tensor!r} is not a WebGPU tensor")
+    if storage.buffer is None:
+        raise ValueError(f"{tensor!r} holds no bytes and so no buffer")
+    return storage.buffer, storage.base + tensor.offset
+
+
+def create_backend() -> WebGPUBackend:
+    """The entry point's factory; raises BackendUnavailableError with what to install."""
+    try:
+        import wgpu  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"the webgpu backend needs the wgpu package ({exc}); "
+            "install it with: pip install 'tensorferry[webgpu]'"
+        ) from exc
+    return WebGPUBackend()

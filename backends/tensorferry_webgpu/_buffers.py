@@ -1,0 +1,258 @@
+"""Device buffer pools (ONNX Runtime's cache modes) and pooled staging buffers."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import threading
+from collections import defaultdict, deque
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    import wgpu
+
+__all__ = ["BufferPool", "CacheMode", "PoolStats", "StagingPool", "bucket_size"]
+
+
+class CacheMode(enum.Enum):
+    """How released device buffers are kept for reuse (as ONNX Runtime's WebGPU EP).
+
+    * ``DISABLED``: destroyed at once.
+    * ``LAZY_RELEASE``: kept, unused, until the next batch ends, then destroyed.
+    * ``SIMPLE``: reused for requests of exactly the same (4-byte rounded) size.
+    * ``BUCKET``: sizes rounded up to size classes (at most 25% slack), reused
+      per class. The default.
+    """
+
+    DISABLED = "disabled"
+    LAZY_RELEASE = "lazy_release"
+    SIMPLE = "simple"
+    BUCKET = "bucket"
+
+
+@attrs.frozen
+class PoolStats:
+    """Counters of one buffer pool: what is cached, and how requests fared."""
+
+    cached_bytes: int
+    cached_buffers: int
+    hits: int
+    misses: int
+    live_bytes: int
+
+
+def _round4(nbytes: int) -> int:
+    return max(4, (nbytes + 3) & ~3)
+
+
+def bucket_size(nbytes: int) -> int:
+    """The size class for ``nbytes``: 4-byte rounded up to 256 bytes, then the next
+    of ``2**k * (1, 1.25, 1.5, 1.75)``."""
+    size = _round4(nbytes)
+    if size <= 256:
+        return size
+    top = 1 << (size - 1).bit_length()  # next power of two >= size
+    quarter = top // 8  # steps of 2**(k-1) / 4 between top/2 and top
+    return -(-size // quarter) * quarter
+
+
+class BufferPool:
+    """Device buffers of one usage, recycled by :class:`CacheMode` with a cap on cached bytes.
+
+    Thread-safe: buffers are released from garbage-collector finalizers on any
+    thread. ``create`` makes a new buffer of a given size and may raise.
+    """
+
+    def __init__(
+        self,
+        device: wgpu.GPUDevice,
+        usage: int,
+        *,
+        mode: CacheMode = CacheMode.BUCKET,
+        max_cached_bytes: int = 256 << 20,
+    ) -> None:
+        self._device = device
+        self._usage = usage
+        self.mode = mode
+        self.max_cached_bytes = max_cached_bytes
+        self._lock = threading.Lock()
+        self._free: dict[int, list[wgpu.GPUBuffer]] = defaultdict(list)
+        self._pending: list[wgpu.GPUBuffer] = []
+        self._cached_bytes = 0
+        self._live_bytes = 0
+        self._hits = 0
+        self._misses = 0
+        self._closed = False
+
+    def capacity_for(self, nbytes: int) -> int:
+        """The buffer size a request for ``nbytes`` gets."""
+        return bucket_size(nbytes) if self.mode is CacheMode.BUCKET else _round4(nbytes)
+
+    def acquire(self, nbytes: int) -> wgpu.GPUBuffer:
+        """A buffer of at least ``nbytes`` (cached when possible, else new)."""
+        size = self.capacity_for(nbytes)
+        with self._lock:
+            free = self._free.get(size)
+            if free:
+                self._hits += 1
+                self._cached_bytes -= size
+                self._live_bytes += size
+                return free.pop()
+            self._misses += 1
+        buffer = self._device.create_buffer(size=size, usage=self._usage)
+        with self._lock:
+            self._live_bytes += size
+        return buffer
+
+    def release(self, buffer: wgpu.GPUBuffer) -> None:
+        """Give a buffer from :meth:`acquire` back; it is cached or destroyed by the mode."""
+        size = buffer.size
+        with self._lock:
+            self._live_bytes -= size
+            if self._closed or self.mode is CacheMode.DISABLED:
+                keep = False
+            elif self.mode is CacheMode.LAZY_RELEASE:
+                self._pending.append(buffer)
+                return
+            else:
+                keep = self._cached_bytes + size <= self.max_cached_bytes
+                if keep:
+                    self._free[size].append(buffer)
+                    self._cached_bytes += size
+        if not keep:
+            buffer.destroy()
+
+    def end_batch(self) -> None:
+        """Destroy the buffers that ``LAZY_RELEASE`` held back during the batch."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for buffer in pending:
+            buffer.destroy()
+
+    def trim(self) -> None:
+        """Destroy every cached buffer."""
+        with self._lock:
+            free = [b for buffers in self._free.values() for b in buffers]
+            self._free.clear()
+            self._cached_bytes = 0
+        for buffer in free:
+            buffer.destroy()
+        self.end_batch()
+
+    def stats(self) -> PoolStats:
+        """A snapshot of the counters."""
+        with self._lock:
+            return PoolStats(
+                cached_bytes=self._cached_bytes,
+                cached_buffers=sum(len(b) for b in self._free.values()),
+                hits=self._hits,
+                misses=self._misses,
+                live_bytes=self._live_bytes,
+            )
+
+    def close(self) -> None:
+        """Destroy cached buffers; buffers released later are destroyed at once."""
+        with self._lock:
+            self._closed = True
+        self.trim()
+
+
+class StagingPool:
+    """Host-visible staging buffers of one fixed ``chunk`` size and one map mode.
+
+    Upload staging is ``MAP_WRITE | COPY_SRC``, download staging ``MAP_READ | COPY_DST``.
+    A buffer handed out is owned by one caller until given back; at most
+    ``limit`` exist, so staging memory stays bounded whatever the tensor size.
+    Buffers given back are re-mapped in the background (``map_async``) and
+    waited for only when handed out again.
+    """
+
+    def __init__(self, device: wgpu.GPUDevice, *, write: bool, chunk: int, limit: int) -> None:
+        import wgpu
+
+        self._wgpu = wgpu
+        self._device = device
+        self._write = write
+        self.chunk = chunk
+        self.limit = limit
+        mode_usage = wgpu.BufferUsage.MAP_WRITE if write else wgpu.BufferUsage.MAP_READ
+        copy_usage = wgpu.BufferUsage.COPY_SRC if write else wgpu.BufferUsage.COPY_DST
+        self._usage = mode_usage | copy_usage
+        self._mode = wgpu.MapMode.WRITE if write else wgpu.MapMode.READ
+        self._idle: deque[tuple[wgpu.GPUBuffer, object]] = deque()
+        self._count = 0
+        self._lock = threading.Condition()
+        self._closed = False
+
+    @property
+    def map_mode(self) -> int:
+        """The ``wgpu.MapMode`` of this pool's buffers."""
+        return int(self._mode)
+
+    def acquire(self) -> wgpu.GPUBuffer:
+        """A staging buffer, mapped for writing (upload pools) or unmapped (download pools).
+
+        Blocks while ``limit`` buffers are handed out.
+        """
+        with self._lock:
+            while not self._idle and self._count >= self.limit:
+                self._lock.wait()
+            if self._idle:
+                buffer, promise = self._idle.popleft()
+            else:
+                self._count += 1
+                buffer, promise = None, None
+        if buffer is None:
+            try:
+                return self._device.create_buffer(
+                    size=self.chunk, usage=self._usage, mapped_at_creation=self._write
+                )
+            except BaseException:
+                self._forget()
+                raise
+        if promise is not None:
+            try:
+                promise.sync_wait()  # type: ignore[attr-defined]
+            except BaseException:
+                self.discard(buffer)
+                raise
+        return buffer
+
+    def give_back(self, buffer: wgpu.GPUBuffer) -> None:
+        """Return a buffer whose GPU work has been submitted (upload) or that is unmapped."""
+        promise = None
+        if self._write and not self._closed:
+            promise = buffer.map_async(self._mode)
+        with self._lock:
+            if self._closed:
+                self._count -= 1
+                buffer.destroy()
+            else:
+                self._idle.append((buffer, promise))
+            self._lock.notify()
+
+    def discard(self, buffer: wgpu.GPUBuffer) -> None:
+        """Drop a buffer whose state is unknown (after an error); never reuse it."""
+        buffer.destroy()
+        self._forget()
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._count -= 1
+            self._lock.notify()
+
+    def close(self) -> None:
+        """Destroy idle buffers; buffers given back later are destroyed."""
+        with self._lock:
+            self._closed = True
+            idle = list(self._idle)
+            self._idle.clear()
+            self._count -= len(idle)
+        for buffer, promise in idle:
+            if promise is not None:
+                # A failed map changes nothing: the buffer is destroyed either way.
+                with contextlib.suppress(Exception):
+                    promise.sync_wait()  # type: ignore[attr-defined]
+            buffer.destroy()

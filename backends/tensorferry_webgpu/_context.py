@@ -1,0 +1,156 @@
+"""Contexts: one wgpu device with its queue, buffer pools and staging, reference-counted."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import attrs
+
+from tensorferry import ClosedError, Device, DeviceLostError, OutOfDeviceMemoryError
+from tensorferry_webgpu._buffers import BufferPool, CacheMode, PoolStats, StagingPool
+from tensorferry_webgpu._patch import BytePatcher
+
+if TYPE_CHECKING:
+    import wgpu
+
+__all__ = ["Context", "ContextOptions"]
+
+
+@attrs.frozen
+class ContextOptions:
+    """Tuning of a context's memory: cache mode and cap of the device buffer pool,
+    size and count of staging chunks per direction, and the largest upload sent
+    through ``queue.write_buffer`` instead of pooled staging."""
+
+    cache_mode: CacheMode = CacheMode.BUCKET
+    max_cached_bytes: int = 256 << 20
+    staging_chunk: int = 8 << 20
+    staging_chunks: int = 4
+    small_upload: int = 64 << 10
+
+
+class Context:
+    """One wgpu device (created for an adapter, or adopted from the caller) and
+    everything tensorferry keeps for it.
+
+    Reference-counted: :meth:`acquire` and :meth:`release` pair up, and the
+    context closes when the count drops to zero (or when its backend closes).
+    ``lock`` serialises the batches submitted through it.
+    """
+
+    def __init__(
+        self,
+        device: Device,
+        gpu: wgpu.GPUDevice,
+        options: ContextOptions,
+        *,
+        adopted: bool = False,
+    ) -> None:
+        import wgpu
+
+        self.device = device
+        self.gpu = gpu
+        self.queue = gpu.queue
+        self.adopted = adopted
+        self.options = options
+        self.max_buffer_size = int(gpu.limits["max-buffer-size"])
+        self.lock = threading.RLock()
+        usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+        self.pool = BufferPool(
+            gpu, usage, mode=options.cache_mode, max_cached_bytes=options.max_cached_bytes
+        )
+        self.upload_staging = StagingPool(
+            gpu, write=True, chunk=options.staging_chunk, limit=options.staging_chunks
+        )
+        self.download_staging = StagingPool(
+            gpu, write=False, chunk=options.staging_chunk, limit=options.staging_chunks
+        )
+        self.patcher = BytePatcher(gpu)
+        self._refs = 0
+        self._state_lock = threading.Lock()
+        self.closed = False
+        self.lost = False
+
+    # lifetime ---------------------------------------------------------------
+
+    def acquire(self) -> Context:
+        """Add a reference; raises :class:`ClosedError` on a closed context."""
+        with self._state_lock:
+            if self.closed:
+                raise ClosedError(f"the WebGPU context of {self.device} is closed")
+            self._refs += 1
+        return self
+
+    def release(self) -> None:
+        """Drop a reference; the last one closes the context."""
+        with self._state_lock:
+            if self.closed:
+                return
+            self._refs -= 1
+            last = self._refs <= 0
+        if last:
+            self.close()
+
+    @property
+    def references(self) -> int:
+        """How many holders keep the context open."""
+        return self._refs
+
+    def close(self) -> None:
+        """Release pools and staging; destroy tensorferry's own buffers. The wgpu
+        device itself is left to the garbage collector (destroying it logs a
+        device-lost message), and an adopted device stays the caller's."""
+        with self._state_lock:
+            if self.closed:
+                return
+            self.closed = True
+        with self.lock:
+            self.upload_staging.close()
+            self.download_staging.close()
+            self.pool.close()
+
+    def check_usable(self) -> None:
+        """Raise :class:`ClosedError` or :class:`DeviceLostError` unless usable."""
+        if self.lost:
+            raise DeviceLostError(
+                f"the WebGPU device behind {self.device} was lost; its tensors are gone "
+                "(new tensors get a fresh context)"
+            )
+        if self.closed:
+            raise ClosedError(f"the WebGPU context of {self.device} is closed")
+
+    def translate(self, exc: Exception) -> Exception:
+        """Map a wgpu error to tensorferry's: a lost device marks the context lost."""
+        text = str(exc).lower()
+        if "lost" in text or ("destroyed" in text and "device" in text):
+            self.lost = True
+            return DeviceLostError(f"the WebGPU device behind {self.device} was lost: {exc}")
+        if "memory" in text:
+            return OutOfDeviceMemoryError(f"{self.device} is out of memory: {exc}")
+        return exc
+
+    # memory -----------------------------------------------------------------
+
+    def allocate(self, nbytes: int) -> wgpu.GPUBuffer:
+        """A pooled storage buffer of at least ``nbytes`` bytes.
+
+        Raises :class:`OutOfDeviceMemoryError` when ``nbytes`` exceeds the
+        device's maximum buffer size or the device runs out of memory, and
+        :class:`DeviceLostError` for a lost device.
+        """
+        self.check_usable()
+        size = self.pool.capacity_for(nbytes)
+        if size > self.max_buffer_size:
+            raise OutOfDeviceMemoryError(
+                f"cannot allocate {nbytes} bytes on {self.device}: its largest buffer is "
+                f"{self.max_buffer_size} bytes"
+            )
+        try:
+            return self.pool.acquire(nbytes)
+        except Exception as exc:
+            raise self.translate(exc) from exc
+
+    def pool_stats(self) -> PoolStats:
+        """Counters of the device buffer pool."""
+        return self.pool.stats()

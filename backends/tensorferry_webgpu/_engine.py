@@ -1,0 +1,314 @@
+"""The batch engine: encodes one run of copies on one context into few submits and maps.
+
+A run is executed under the context's lock. Uploads go through pooled
+``MAP_WRITE`` staging chunks (small ones through ``queue.write_buffer``),
+downloads through pooled ``MAP_READ`` chunks copied straight into the caller's
+host array; many small pieces share a chunk, so a batch of small tensors is one
+submit and one map. A tensor larger than a chunk is split; each full chunk is
+submitted at once, so the GPU copies chunk k while the host fills or drains
+chunk k+1. Byte-exact edges use :class:`~tensorferry_webgpu._patch.BytePatcher`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import wgpu
+
+    from tensorferry_webgpu._context import Context
+
+__all__ = ["Run", "host_copy"]
+
+_PACK = 16  # alignment of pieces inside a staging chunk
+_PARALLEL_MIN = 8 << 20  # host copies below this stay on the calling thread
+_PARALLEL_PART = 4 << 20
+_workers: ThreadPoolExecutor | None = None
+_WORKERS = min(8, os.cpu_count() or 1)
+
+Bytes = npt.NDArray[np.uint8]
+
+
+def _up4(value: int) -> int:
+    return (value + 3) & ~3
+
+
+def _down4(value: int) -> int:
+    return value & ~3
+
+
+def _up_pack(value: int) -> int:
+    return (value + _PACK - 1) & ~(_PACK - 1)
+
+
+def host_copy(dst: Bytes, src: Bytes) -> None:
+    """``dst[...] = src`` for flat byte arrays, split over threads when large.
+
+    numpy releases the GIL for plain copies, so parts run in parallel.
+    """
+    global _workers
+    n = dst.nbytes
+    if n < _PARALLEL_MIN or _WORKERS < 2:
+        np.copyto(dst, src)
+        return
+    if _workers is None:
+        _workers = ThreadPoolExecutor(_WORKERS, thread_name_prefix="tensorferry-copy")
+    parts = min(_WORKERS, n // _PARALLEL_PART)
+    step = (-(-n // parts) + 4095) & ~4095
+    futures = [
+        _workers.submit(np.copyto, dst[i : i + step], src[i : i + step]) for i in range(0, n, step)
+    ]
+    for future in futures:
+        future.result()
+
+
+def _address(array: Bytes) -> int:
+    return int(array.__array_interface__["data"][0])
+
+
+class Run:
+    """Encodes copies for one context; :meth:`finish` submits and completes them.
+
+    Not thread-safe; the caller holds ``context.lock``. After an exception,
+    call :meth:`abandon` to drop staging buffers whose state is unknown.
+    """
+
+    def __init__(self, context: Context) -> None:
+        self._ctx = context
+        self._chunk = context.options.staging_chunk
+        self._encoder: wgpu.GPUCommandEncoder | None = None
+        self._pending_writes = False
+        self._up: wgpu.GPUBuffer | None = None
+        self._up_view: Bytes | None = None
+        self._up_used = 0
+        self._sealed_up: list[wgpu.GPUBuffer] = []
+        self._down: wgpu.GPUBuffer | None = None
+        self._down_used = 0
+        self._down_entries: list[tuple[int, Bytes]] = []
+        self._sealed_down: list[tuple[wgpu.GPUBuffer, int, list[tuple[int, Bytes]]]] = []
+        self._submitted_down: deque[tuple[wgpu.GPUBuffer, int, list[tuple[int, Bytes]]]] = deque()
+        self._host_writes: list[tuple[int, int]] = []
+        self._temps: list[wgpu.GPUBuffer] = []
+        self._done_temps: list[wgpu.GPUBuffer] = []
+
+    # encoding ---------------------------------------------------------------
+
+    def _enc(self) -> wgpu.GPUCommandEncoder:
+        if self._encoder is None:
+            self._encoder = self._ctx.gpu.create_command_encoder()
+        return self._encoder
+
+    def _inline(self, buffer: wgpu.GPUBuffer, offset: int, data: bytes) -> None:
+        self._ctx.patcher.write_inline(self._enc(), buffer, offset, data)
+
+    def upload(self, src: Bytes, buffer: wgpu.GPUBuffer, offset: int) -> None:
+        """Copy host bytes ``src`` into ``buffer`` at byte ``offset``."""
+        n = src.nbytes
+        if n == 0:
+            return
+        if self._host_writes and self._overlaps_pending_download(src):
+            self.finish()  # the source is a download target earlier in this batch
+        lo, hi = _up4(offset), _down4(offset + n)
+        if hi <= lo:
+            self._inline(buffer, offset, src.tobytes())
+            return
+        if lo > offset:
+            self._inline(buffer, offset, src[: lo - offset].tobytes())
+        if offset + n > hi:
+            self._inline(buffer, hi, src[hi - offset :].tobytes())
+        body = src[lo - offset : hi - offset]
+        if self._encoder is None and body.nbytes <= self._ctx.options.small_upload:
+            # Nothing encoded yet, so the queue-ordered write keeps the batch order.
+            self._ctx.queue.write_buffer(buffer, lo, body)
+            self._pending_writes = True
+            return
+        pos = 0
+        while pos < body.nbytes:
+            if self._up is None:
+                self._new_up_chunk()
+            assert self._up is not None
+            assert self._up_view is not None
+            take = min(body.nbytes - pos, self._chunk - self._up_used)
+            host_copy(self._up_view[self._up_used : self._up_used + take], body[pos : pos + take])
+            self._enc().copy_buffer_to_buffer(self._up, self._up_used, buffer, lo + pos, take)
+            self._up_used = _up_pack(self._up_used + take)
+            pos += take
+            if self._up_used >= self._chunk:
+                self._seal_up()
+                self.submit()  # let the GPU copy this chunk while the next one fills
+
+    def download(self, buffer: wgpu.GPUBuffer, offset: int, dst: Bytes) -> None:
+        """Copy ``dst.nbytes`` bytes at ``offset`` in ``buffer`` into host bytes ``dst``."""
+        n = dst.nbytes
+        if n == 0:
+            return
+        start, end = _down4(offset), _up4(offset + n)
+        pos = start
+        while pos < end:
+            if self._down is None:
+                self._new_down_chunk()
+            assert self._down is not None
+            take = min(end - pos, self._chunk - self._down_used)
+            self._enc().copy_buffer_to_buffer(buffer, pos, self._down, self._down_used, take)
+            view_lo, view_hi = max(pos, offset), min(pos + take, offset + n)
+            if view_hi > view_lo:
+                part = dst[view_lo - offset : view_hi - offset]
+                self._down_entries.append((self._down_used + view_lo - pos, part))
+            self._down_used = _up_pack(self._down_used + take)
+            pos += take
+            if self._down_used >= self._chunk:
+                self._seal_down()
+                self.submit()
+        address = _address(dst)
+        self._host_writes.append((address, address + n))
+
+    def device_copy(
+        self, src: wgpu.GPUBuffer, src_offset: int, dst: wgpu.GPUBuffer, dst_offset: int, n: int
+    ) -> None:
+        """Copy ``n`` bytes between two places in device memory (overlap allowed)."""
+        if n == 0:
+            return
+        if src is dst:
+            # WebGPU refuses a buffer as both source and destination: snapshot first.
+            start, end = _down4(src_offset), _up4(src_offset + n)
+            temp = self._ctx.pool.acquire(end - start)
+            self._temps.append(temp)
+            self._enc().copy_buffer_to_buffer(src, start, temp, 0, end - start)
+            src, src_offset = temp, src_offset - start
+        lo, hi = _up4(dst_offset), _down4(dst_offset + n)
+        patcher = self._ctx.patcher
+        if (src_offset - dst_offset) % 4 == 0 and hi > lo:
+            shift = src_offset - dst_offset
+            self._enc().copy_buffer_to_buffer(src, lo + shift, dst, lo, hi - lo)
+            if lo > dst_offset:
+                patcher.copy(self._enc(), dst, dst_offset, src, src_offset, lo - dst_offset)
+            if dst_offset + n > hi:
+                patcher.copy(self._enc(), dst, hi, src, hi + shift, dst_offset + n - hi)
+            return
+        patcher.copy(self._enc(), dst, dst_offset, src, src_offset, n)
+
+    def fill(self, buffer: wgpu.GPUBuffer, offset: int, n: int, pattern: bytes) -> None:
+        """Repeat ``pattern`` over ``n`` bytes at ``offset`` (``n`` a multiple of its length)."""
+        if n == 0:
+            return
+        lo, hi = _up4(offset), _down4(offset + n)
+        if any(pattern) or hi <= lo:
+            self._ctx.patcher.write_inline(self._enc(), buffer, offset, pattern, count=n)
+            return
+        self._enc().clear_buffer(buffer, lo, hi - lo)
+        if lo > offset:
+            self._inline(buffer, offset, bytes(lo - offset))
+        if offset + n > hi:
+            self._inline(buffer, hi, bytes(offset + n - hi))
+
+    # staging ----------------------------------------------------------------
+
+    def _new_up_chunk(self) -> None:
+        buffer = self._ctx.upload_staging.acquire()
+        self._up = buffer
+        mapped = buffer._experimental_get_mapped_range(0, self._chunk)
+        self._up_view = np.frombuffer(mapped, np.uint8)
+        self._up_used = 0
+
+    def _seal_up(self) -> None:
+        if self._up is None:
+            return
+        self._up_view = None  # drop the view of mapped memory before unmapping
+        self._up.unmap()
+        self._sealed_up.append(self._up)
+        self._up = None
+
+    def _new_down_chunk(self) -> None:
+        limit = self._ctx.download_staging.limit
+        while len(self._sealed_down) + len(self._submitted_down) >= limit:
+            if self._sealed_down:
+                self.submit()
+            self._drain_one()
+        self._down = self._ctx.download_staging.acquire()
+        self._down_used = 0
+        self._down_entries = []
+
+    def _seal_down(self) -> None:
+        if self._down is None:
+            return
+        self._sealed_down.append((self._down, self._down_used, self._down_entries))
+        self._down = None
+        self._down_entries = []
+
+    def _drain_one(self) -> None:
+        buffer, used, entries = self._submitted_down.popleft()
+        try:
+            buffer.map_async(self._ctx.download_staging.map_mode, 0, used).sync_wait()
+            mapped = np.frombuffer(buffer.read_mapped(0, used, copy=False), np.uint8)
+            for position, target in entries:
+                host_copy(target, mapped[position : position + target.nbytes])
+            del mapped  # no view of mapped memory may outlive the unmap
+            buffer.unmap()
+        except BaseException:
+            self._ctx.download_staging.discard(buffer)
+            raise
+        self._ctx.download_staging.give_back(buffer)
+
+    def _overlaps_pending_download(self, src: Bytes) -> bool:
+        lo = _address(src)
+        hi = lo + src.nbytes
+        return any(start < hi and lo < end for start, end in self._host_writes)
+
+    # completion -------------------------------------------------------------
+
+    def submit(self) -> None:
+        """Submit what is encoded so far, without waiting for it."""
+        self._seal_up()
+        self._ctx.patcher.flush()
+        queue = self._ctx.queue
+        if self._encoder is not None:
+            queue.submit([self._encoder.finish()])
+            self._encoder = None
+        elif self._pending_writes:
+            queue.submit([])
+        self._pending_writes = False
+        for buffer in self._sealed_up:
+            self._ctx.upload_staging.give_back(buffer)
+        self._sealed_up = []
+        self._submitted_down.extend(self._sealed_down)
+        self._sealed_down = []
+        self._done_temps.extend(self._temps)
+        self._temps = []
+
+    def finish(self) -> None:
+        """Submit everything and complete the downloads (the only step that waits)."""
+        self._seal_down()
+        self.submit()
+        while self._submitted_down:
+            self._drain_one()
+        self._host_writes = []
+        for temp in self._done_temps:
+            self._ctx.pool.release(temp)
+        self._done_temps = []
+        self._ctx.pool.end_batch()
+
+    def abandon(self) -> None:
+        """Drop every staging buffer this run holds, after an error."""
+        self._up_view = None
+        staging = [self._up, *self._sealed_up]
+        downloads = [self._down, *(b for b, _, _ in self._sealed_down)]
+        downloads += [b for b, _, _ in self._submitted_down]
+        for buffer in staging:
+            if buffer is not None:
+                self._ctx.upload_staging.discard(buffer)
+        for buffer in downloads:
+            if buffer is not None:
+                self._ctx.download_staging.discard(buffer)
+        self._up = self._down = self._encoder = None
+        self._sealed_up, self._sealed_down = [], []
+        self._submitted_down.clear()
+        self._ctx.patcher.discard()
+        for temp in self._temps + self._done_temps:
+            self._ctx.pool.release(temp)
+        self._temps, self._done_temps = [], []

@@ -1,0 +1,211 @@
+"""WebGPUDataTransfer: the IDataTransfer of the WebGPU backend."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from tensorferry import ClosedError, CopyPair, Device, HostStorage, Tensor
+from tensorferry_webgpu._engine import Bytes, Run
+from tensorferry_webgpu._storage import WebGPUStorage
+
+if TYPE_CHECKING:
+    import wgpu
+
+    from tensorferry_webgpu._backend import WebGPUBackend
+    from tensorferry_webgpu._context import Context
+
+__all__ = ["WebGPUDataTransfer"]
+
+_Op = Callable[[Run], None]
+
+
+def _host_bytes(tensor: Tensor) -> Bytes:
+    storage = tensor.storage
+    if not isinstance(storage, HostStorage):
+        raise TypeError(
+            f"{tensor!r} is neither WebGPU memory nor host memory; the webgpu transfer "
+            "copies between its own devices and host memory"
+        )
+    return storage.array[tensor.offset : tensor.offset + tensor.nbytes]
+
+
+class _FutureHandle:
+    """A :class:`tensorferry.TransferHandle` over a future of the transfer's worker."""
+
+    def __init__(self, future: Future[None]) -> None:
+        self._future = future
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the batch has landed; re-raise its error; TimeoutError on timeout."""
+        self._future.result(timeout)
+
+    def done(self) -> bool:
+        """True once the batch has landed (or failed)."""
+        return self._future.done()
+
+
+class WebGPUDataTransfer:
+    """Copies host <-> WebGPU device and within one WebGPU device.
+
+    Claims no pair between two different WebGPU devices: the manager routes
+    those through host memory. Each batch runs as one :class:`Run` per context
+    (usually one): one submit, and one map per staging chunk of downloads.
+    Implements :class:`tensorferry.AsyncDataTransfer` with one worker thread.
+    """
+
+    def __init__(self, backend: WebGPUBackend) -> None:
+        self._backend = backend
+        self._lock = threading.Lock()
+        self._closed = False
+        self._worker: ThreadPoolExecutor | None = None
+        self._contexts: list[Context] = []
+
+    def can_copy(self, src_device: Device, dst_device: Device) -> bool:
+        """Host <-> own device, or within one own device."""
+        owns = self._backend.owns
+        if owns(src_device):
+            return dst_device == src_device or dst_device.is_host
+        return src_device.is_host and owns(dst_device)
+
+    def copy_tensors(self, pairs: Sequence[CopyPair]) -> None:
+        """Copy the pairs in order; returns when every destination holds its data.
+
+        Raises :class:`ClosedError` (transfer or context closed),
+        :class:`DeviceLostError`, ``ValueError`` for a wrapped buffer that is
+        mapped, ``TypeError`` for memory this transfer does not handle.
+        Everything is checked before anything is copied.
+        """
+        self._execute(self._plan(pairs))
+
+    def copy_tensors_async(self, pairs: Sequence[CopyPair]) -> _FutureHandle:
+        """Check the pairs, then copy them on the transfer's worker thread."""
+        runs = self._plan(pairs)
+        with self._lock:
+            self._check_open()
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(1, thread_name_prefix="tensorferry-webgpu")
+            return _FutureHandle(self._worker.submit(self._execute, runs))
+
+    def close(self) -> None:
+        """Finish copies in flight, then release the contexts it used. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            worker, self._worker = self._worker, None
+            contexts, self._contexts = self._contexts, []
+        if worker is not None:
+            worker.shutdown(wait=True)
+        for context in contexts:
+            context.release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the webgpu data transfer is closed")
+
+    def _gpu_side(self, tensor: Tensor) -> tuple[Context, WebGPUStorage]:
+        storage = tensor.storage
+        assert isinstance(storage, WebGPUStorage)
+        context = storage.context
+        context.check_usable()
+        if not self._backend.owns(context.device):
+            raise ValueError(f"{tensor!r} belongs to another WebGPU backend instance")
+        if storage.buffer is not None and storage.external:
+            state = storage.buffer.map_state
+            if state != "unmapped":
+                raise ValueError(
+                    f"the wgpu buffer behind {tensor!r} is {state}; expected it unmapped "
+                    "(unmap it before tensorferry copies to or from it)"
+                )
+        return context, storage
+
+    def _plan(self, pairs: Sequence[CopyPair]) -> list[tuple[Context, list[_Op]]]:
+        """Check every pair and turn the batch into runs of ops, one run per context change."""
+        self._check_open()
+        runs: list[tuple[Context, list[_Op]]] = []
+        for src, dst in pairs:
+            op: _Op
+            if isinstance(src.storage, WebGPUStorage):
+                context, source = self._gpu_side(src)
+                src_at = source.base + src.offset
+                if isinstance(dst.storage, WebGPUStorage):
+                    dst_context, target = self._gpu_side(dst)
+                    if dst_context is not context:
+                        raise ValueError(
+                            f"{src!r} and {dst!r} are on different WebGPU devices; "
+                            "expected one device (the manager routes others through host)"
+                        )
+                    op = _device_copy(source, src_at, target, dst.offset + target.base, src.nbytes)
+                else:
+                    op = _download(source, src_at, _host_bytes(dst))
+            else:
+                host = _host_bytes(src)
+                if not isinstance(dst.storage, WebGPUStorage):
+                    raise TypeError(f"the webgpu transfer does not copy {src!r} -> {dst!r}")
+                context, target = self._gpu_side(dst)
+                op = _upload(host, target, target.base + dst.offset)
+            if src.nbytes == 0:
+                continue
+            if runs and runs[-1][0] is context:
+                runs[-1][1].append(op)
+            else:
+                runs.append((context, [op]))
+        return runs
+
+    def _hold(self, context: Context) -> None:
+        with self._lock:
+            if all(c is not context for c in self._contexts):
+                self._contexts.append(context.acquire())
+
+    def _execute(self, runs: list[tuple[Context, list[_Op]]]) -> None:
+        for context, ops in runs:
+            self._hold(context)
+            with context.lock:
+                context.check_usable()
+                run = Run(context)
+                try:
+                    for op in ops:
+                        op(run)
+                    run.finish()
+                except Exception as exc:
+                    run.abandon()
+                    translated = context.translate(exc)
+                    if translated is exc:
+                        raise
+                    raise translated from exc
+
+    def fill(self, tensor: Tensor, pattern: bytes) -> None:
+        """Repeat ``pattern`` over ``tensor`` on the device (the backend's Filler)."""
+        self._check_open()
+        context, storage = self._gpu_side(tensor)
+        if tensor.nbytes == 0:
+            return
+        offset, nbytes = storage.base + tensor.offset, tensor.nbytes
+        op: _Op = lambda run: run.fill(_buffer_of(storage), offset, nbytes, pattern)  # noqa: E731
+        self._execute([(context, [op])])
+
+
+def _buffer_of(storage: WebGPUStorage) -> wgpu.GPUBuffer:
+    assert storage.buffer is not None, "zero-byte storage is never copied"
+    return storage.buffer
+
+
+# Ops hold the storages, not just their buffers, so that a batch in flight keeps
+# its memory out of the pool even if the caller drops the tensors.
+
+
+def _upload(host: Bytes, target: WebGPUStorage, offset: int) -> _Op:
+    return lambda run: run.upload(host, _buffer_of(target), offset)
+
+
+def _download(source: WebGPUStorage, offset: int, host: Bytes) -> _Op:
+    return lambda run: run.download(_buffer_of(source), offset, host)
+
+
+def _device_copy(
+    source: WebGPUStorage, src_at: int, target: WebGPUStorage, dst_at: int, n: int
+) -> _Op:
+    return lambda run: run.device_copy(_buffer_of(source), src_at, _buffer_of(target), dst_at, n)
