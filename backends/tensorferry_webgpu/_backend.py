@@ -64,7 +64,12 @@ class WebGPUBackend:
 
     def owns(self, device: Device) -> bool:
         """True for a device of this backend instance."""
-        return device.backend == BACKEND_NAME and device in self._devices
+        devices = self._devices
+        return (
+            device.backend == BACKEND_NAME
+            and device.index < len(devices)
+            and devices[device.index] == device
+        )
 
     def allocate(self, device: Device, nbytes: int) -> WebGPUStorage:
         """A pooled buffer of ``nbytes`` on ``device``; raises OutOfDeviceMemoryError
@@ -125,7 +130,7 @@ class WebGPUBackend:
                     ],
                 },
             )
-            fresh = Context(self._devices[index], gpu, self.options).acquire()
+            fresh = Context(self._devices[index], gpu, self.options, backend=self).acquire()
             self._contexts[index] = fresh
             self.contexts_created += 1
         if context is not None:
@@ -156,7 +161,9 @@ class WebGPUBackend:
             index = len(self._devices)
             device = describe(gpu.adapter, index, label=label)
             self._devices.append(device)
-            self._contexts[index] = Context(device, gpu, self.options, adopted=True).acquire()
+            self._contexts[index] = Context(
+                device, gpu, self.options, backend=self, adopted=True
+            ).acquire()
             self.contexts_created += 1
             return device
 

@@ -9,6 +9,7 @@ import attrs
 
 from tensorferry import ClosedError, Device, DeviceLostError, OutOfDeviceMemoryError
 from tensorferry_webgpu._buffers import BufferPool, CacheMode, PoolStats, StagingPool
+from tensorferry_webgpu._engine import WORKERS
 from tensorferry_webgpu._patch import BytePatcher
 
 if TYPE_CHECKING:
@@ -25,9 +26,19 @@ class ContextOptions:
 
     cache_mode: CacheMode = CacheMode.BUCKET
     max_cached_bytes: int = 256 << 20
-    staging_chunk: int = 8 << 20
-    staging_chunks: int = 4
+    staging_chunk: int = attrs.field(default=8 << 20)
+    staging_chunks: int = attrs.field(default=max(4, WORKERS + 2))
     small_upload: int = 64 << 10
+
+    @staging_chunk.validator
+    def _check_chunk(self, _attribute: object, value: int) -> None:
+        if value < 4096 or value % 4096:
+            raise ValueError(f"staging_chunk must be a positive multiple of 4096, got {value}")
+
+    @staging_chunks.validator
+    def _check_chunks(self, _attribute: object, value: int) -> None:
+        if value < 2:
+            raise ValueError(f"staging_chunks must be at least 2, got {value}")
 
 
 class Context:
@@ -45,10 +56,12 @@ class Context:
         gpu: wgpu.GPUDevice,
         options: ContextOptions,
         *,
+        backend: object,
         adopted: bool = False,
     ) -> None:
         import wgpu
 
+        self.backend = backend
         self.device = device
         self.gpu = gpu
         self.queue = gpu.queue

@@ -11,9 +11,10 @@ chunk k+1. Byte-exact edges use :class:`~tensorferry_webgpu._patch.BytePatcher`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,15 +23,19 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     import wgpu
 
+    from tensorferry_webgpu._buffers import StagingPool
     from tensorferry_webgpu._context import Context
 
-__all__ = ["Run", "host_copy"]
+__all__ = ["WORKERS", "Run", "workers"]
 
 _PACK = 16  # alignment of pieces inside a staging chunk
-_PARALLEL_MIN = 8 << 20  # host copies below this stay on the calling thread
-_PARALLEL_PART = 4 << 20
-_workers: ThreadPoolExecutor | None = None
-_WORKERS = min(8, os.cpu_count() or 1)
+WORKERS = max(2, min(8, os.cpu_count() or 1))
+"""Host-copy threads: chunks of a large tensor are copied by this many threads at once."""
+_pool: ThreadPoolExecutor | None = None
+AHEAD = 2
+"""Download copies in flight on the GPU beyond those being drained. wgpu-native's
+blocking poll waits for the whole queue before it resolves any map, so keeping
+the queue short lets chunk k map while chunk k+1 copies."""
 
 Bytes = npt.NDArray[np.uint8]
 
@@ -47,25 +52,12 @@ def _up_pack(value: int) -> int:
     return (value + _PACK - 1) & ~(_PACK - 1)
 
 
-def host_copy(dst: Bytes, src: Bytes) -> None:
-    """``dst[...] = src`` for flat byte arrays, split over threads when large.
-
-    numpy releases the GIL for plain copies, so parts run in parallel.
-    """
-    global _workers
-    n = dst.nbytes
-    if n < _PARALLEL_MIN or _WORKERS < 2:
-        np.copyto(dst, src)
-        return
-    if _workers is None:
-        _workers = ThreadPoolExecutor(_WORKERS, thread_name_prefix="tensorferry-copy")
-    parts = min(_WORKERS, n // _PARALLEL_PART)
-    step = (-(-n // parts) + 4095) & ~4095
-    futures = [
-        _workers.submit(np.copyto, dst[i : i + step], src[i : i + step]) for i in range(0, n, step)
-    ]
-    for future in futures:
-        future.result()
+def workers() -> ThreadPoolExecutor:
+    """The shared pool of host-copy threads (numpy releases the GIL for plain copies)."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="tensorferry-copy")
+    return _pool
 
 
 def _address(array: Bytes) -> int:
@@ -123,6 +115,9 @@ class Run:
         if offset + n > hi:
             self._inline(buffer, hi, src[hi - offset :].tobytes())
         body = src[lo - offset : hi - offset]
+        if body.nbytes > self._chunk:
+            self._stream_upload(body, buffer, lo)
+            return
         if self._encoder is None and body.nbytes <= self._ctx.options.small_upload:
             # Nothing encoded yet, so the queue-ordered write keeps the batch order.
             self._ctx.queue.write_buffer(buffer, lo, body)
@@ -135,7 +130,7 @@ class Run:
             assert self._up is not None
             assert self._up_view is not None
             take = min(body.nbytes - pos, self._chunk - self._up_used)
-            host_copy(self._up_view[self._up_used : self._up_used + take], body[pos : pos + take])
+            np.copyto(self._up_view[self._up_used : self._up_used + take], body[pos : pos + take])
             self._enc().copy_buffer_to_buffer(self._up, self._up_used, buffer, lo + pos, take)
             self._up_used = _up_pack(self._up_used + take)
             pos += take
@@ -143,12 +138,16 @@ class Run:
                 self._seal_up()
                 self.submit()  # let the GPU copy this chunk while the next one fills
 
-    def download(self, buffer: wgpu.GPUBuffer, offset: int, dst: Bytes) -> None:
-        """Copy ``dst.nbytes`` bytes at ``offset`` in ``buffer`` into host bytes ``dst``."""
+    def download(self, buffer: wgpu.GPUBuffer, offset: int, dst: Bytes, address: int) -> None:
+        """Copy ``dst.nbytes`` bytes at ``offset`` in ``buffer`` into host bytes ``dst``
+        (which start at host ``address``)."""
         n = dst.nbytes
         if n == 0:
             return
         start, end = _down4(offset), _up4(offset + n)
+        if end - start > self._chunk:
+            self._stream_download(buffer, start, end, offset, dst)
+            return
         pos = start
         while pos < end:
             if self._down is None:
@@ -165,8 +164,121 @@ class Run:
             if self._down_used >= self._chunk:
                 self._seal_down()
                 self.submit()
-        address = _address(dst)
         self._host_writes.append((address, address + n))
+
+    def _stream_upload(self, body: Bytes, buffer: wgpu.GPUBuffer, lo: int) -> None:
+        """Upload a body larger than a chunk: worker threads fill several staging
+        chunks at once; each filled chunk is copied by its own submit."""
+        self.submit()  # commands encoded earlier in the batch go first
+        staging, ctx = self._ctx.upload_staging, self._ctx
+        depth = max(1, min(WORKERS, staging.limit - 1))
+        jobs: deque[tuple[Future[None], wgpu.GPUBuffer, int, int]] = deque()
+
+        def land() -> None:
+            future, chunk, pos, take = jobs.popleft()
+            try:
+                future.result()
+                chunk.unmap()
+                encoder = ctx.gpu.create_command_encoder()
+                encoder.copy_buffer_to_buffer(chunk, 0, buffer, lo + pos, take)
+                ctx.queue.submit([encoder.finish()])
+            except BaseException:
+                staging.discard(chunk)
+                raise
+            staging.give_back(chunk)
+
+        try:
+            for pos in range(0, body.nbytes, self._chunk):
+                while len(jobs) >= depth:
+                    land()
+                take = min(self._chunk, body.nbytes - pos)
+                chunk = staging.acquire()
+                view = np.frombuffer(chunk._experimental_get_mapped_range(0, take), np.uint8)
+                future = workers().submit(np.copyto, view, body[pos : pos + take])
+                del view
+                jobs.append((future, chunk, pos, take))
+            while jobs:
+                land()
+        except BaseException:
+            self._abandon_jobs(staging, [(f, c) for f, c, _, _ in jobs])
+            raise
+
+    def _stream_download(
+        self, buffer: wgpu.GPUBuffer, start: int, end: int, offset: int, dst: Bytes
+    ) -> None:
+        """Download a range larger than a chunk: copies into several staging chunks
+        are in flight while worker threads drain the ones already mapped."""
+        self.finish()  # earlier pieces of the batch land first, so later writes win
+        staging, ctx = self._ctx.download_staging, self._ctx
+        n = dst.nbytes
+        pieces = deque((pos, min(self._chunk, end - pos)) for pos in range(start, end, self._chunk))
+        issued: deque[tuple[wgpu.GPUBuffer, object, int, int]] = deque()
+        jobs: deque[tuple[Future[None], wgpu.GPUBuffer]] = deque()
+        limit = staging.limit
+
+        def issue() -> None:
+            pos, take = pieces.popleft()
+            chunk = staging.acquire()
+            try:
+                encoder = ctx.gpu.create_command_encoder()
+                encoder.copy_buffer_to_buffer(buffer, pos, chunk, 0, take)
+                ctx.queue.submit([encoder.finish()])
+                promise = chunk.map_async(staging.map_mode, 0, take)
+            except BaseException:
+                staging.discard(chunk)
+                raise
+            issued.append((chunk, promise, pos, take))
+
+        def drain() -> None:
+            chunk, promise, pos, take = issued.popleft()
+            try:
+                promise.sync_wait()  # type: ignore[attr-defined]
+                mapped = np.frombuffer(chunk.read_mapped(0, take, copy=False), np.uint8)
+            except BaseException:
+                staging.discard(chunk)
+                raise
+            view_lo, view_hi = max(pos, offset), min(pos + take, offset + n)
+            target = dst[view_lo - offset : view_hi - offset]
+            source = mapped[view_lo - pos : view_hi - pos]
+            del mapped
+            jobs.append((workers().submit(np.copyto, target, source), chunk))
+
+        def land() -> None:
+            future, chunk = jobs.popleft()
+            try:
+                future.result()
+                chunk.unmap()
+            except BaseException:
+                staging.discard(chunk)
+                raise
+            staging.give_back(chunk)
+
+        try:
+            while pieces or issued or jobs:
+                while pieces and len(issued) < AHEAD and len(issued) + len(jobs) < limit:
+                    issue()
+                if issued and len(jobs) < WORKERS:
+                    drain()
+                else:
+                    land()
+        except BaseException:
+            for chunk, promise, _, _ in issued:
+                with contextlib.suppress(Exception):
+                    promise.sync_wait()  # type: ignore[attr-defined]
+                staging.discard(chunk)
+            self._abandon_jobs(staging, list(jobs))
+            raise
+
+    @staticmethod
+    def _abandon_jobs(
+        staging: StagingPool, jobs: list[tuple[Future[None], wgpu.GPUBuffer]]
+    ) -> None:
+        # Let every copy that still writes or reads mapped memory end before the
+        # buffers behind it are destroyed.
+        for future, chunk in jobs:
+            with contextlib.suppress(BaseException):
+                future.result()
+            staging.discard(chunk)
 
     def device_copy(
         self, src: wgpu.GPUBuffer, src_offset: int, dst: wgpu.GPUBuffer, dst_offset: int, n: int
@@ -247,7 +359,7 @@ class Run:
             buffer.map_async(self._ctx.download_staging.map_mode, 0, used).sync_wait()
             mapped = np.frombuffer(buffer.read_mapped(0, used, copy=False), np.uint8)
             for position, target in entries:
-                host_copy(target, mapped[position : position + target.nbytes])
+                np.copyto(target, mapped[position : position + target.nbytes])
             del mapped  # no view of mapped memory may outlive the unmap
             buffer.unmap()
         except BaseException:

@@ -22,6 +22,12 @@ __all__ = ["WebGPUDataTransfer"]
 _Op = Callable[[Run], None]
 
 
+def _host_address(tensor: Tensor) -> int:
+    storage = tensor.storage
+    assert isinstance(storage, HostStorage)
+    return storage.address + tensor.offset
+
+
 def _host_bytes(tensor: Tensor) -> Bytes:
     storage = tensor.storage
     if not isinstance(storage, HostStorage):
@@ -78,7 +84,39 @@ class WebGPUDataTransfer:
         mapped, ``TypeError`` for memory this transfer does not handle.
         Everything is checked before anything is copied.
         """
+        if len(pairs) == 1 and self._small_upload(*pairs[0]):
+            return
         self._execute(self._plan(pairs))
+
+    def _small_upload(self, src: Tensor, dst: Tensor) -> bool:
+        """The latency path for one small aligned upload: ``write_buffer`` and a submit."""
+        target = dst.storage
+        nbytes = src.nbytes
+        if (
+            self._closed
+            or type(src.storage) is not HostStorage
+            or type(target) is not WebGPUStorage
+            or not 0 < nbytes <= target.context.options.small_upload
+            or nbytes % 4
+            or (target.base + dst.offset) % 4
+        ):
+            return False
+        context, _ = self._gpu_side(dst)
+        self._hold(context)
+        with context.lock:
+            if context.closed or context.lost:
+                context.check_usable()
+            try:
+                context.queue.write_buffer(
+                    target.buffer, target.base + dst.offset, _host_bytes(src)
+                )
+                context.queue.submit([])
+            except Exception as exc:
+                translated = context.translate(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
+        return True
 
     def copy_tensors_async(self, pairs: Sequence[CopyPair]) -> _FutureHandle:
         """Check the pairs, then copy them on the transfer's worker thread."""
@@ -110,10 +148,11 @@ class WebGPUDataTransfer:
         storage = tensor.storage
         assert isinstance(storage, WebGPUStorage)
         context = storage.context
-        context.check_usable()
-        if not self._backend.owns(context.device):
+        if context.closed or context.lost:
+            context.check_usable()
+        if context.backend is not self._backend:
             raise ValueError(f"{tensor!r} belongs to another WebGPU backend instance")
-        if storage.buffer is not None and storage.external:
+        if storage.external and storage.buffer is not None:
             state = storage.buffer.map_state
             if state != "unmapped":
                 raise ValueError(
@@ -140,7 +179,7 @@ class WebGPUDataTransfer:
                         )
                     op = _device_copy(source, src_at, target, dst.offset + target.base, src.nbytes)
                 else:
-                    op = _download(source, src_at, _host_bytes(dst))
+                    op = _download(source, src_at, _host_bytes(dst), _host_address(dst))
             else:
                 host = _host_bytes(src)
                 if not isinstance(dst.storage, WebGPUStorage):
@@ -156,6 +195,8 @@ class WebGPUDataTransfer:
         return runs
 
     def _hold(self, context: Context) -> None:
+        if context in self._contexts:
+            return
         with self._lock:
             if all(c is not context for c in self._contexts):
                 self._contexts.append(context.acquire())
@@ -201,8 +242,8 @@ def _upload(host: Bytes, target: WebGPUStorage, offset: int) -> _Op:
     return lambda run: run.upload(host, _buffer_of(target), offset)
 
 
-def _download(source: WebGPUStorage, offset: int, host: Bytes) -> _Op:
-    return lambda run: run.download(_buffer_of(source), offset, host)
+def _download(source: WebGPUStorage, offset: int, host: Bytes, address: int) -> _Op:
+    return lambda run: run.download(_buffer_of(source), offset, host, address)
 
 
 def _device_copy(

@@ -33,7 +33,7 @@ def _lower(value: str) -> str:
     return value.lower()
 
 
-@attrs.frozen(order=False)
+@attrs.frozen(order=False, cache_hash=True)
 class Device:
     """An immutable, hashable description of one device's memory.
 

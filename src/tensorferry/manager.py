@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import TypeAlias
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, TypeAlias
 
 import attrs
 
@@ -38,6 +37,8 @@ from tensorferry.transfer import (
 
 __all__ = ["DataTransferManager"]
 
+_MISSING = object()
+
 
 @attrs.frozen
 class _Route:
@@ -50,8 +51,7 @@ _Stage: TypeAlias = "list[tuple[IDataTransfer, list[CopyPair]]]"
 """Per-transfer groups whose pairs touch disjoint memory, so they may run in any order."""
 
 
-@attrs.frozen
-class _Step:
+class _Step(NamedTuple):
     transfer: IDataTransfer
     src: Tensor
     dst: Tensor
@@ -141,6 +141,9 @@ class DataTransferManager:
 
     def _route(self, src: Device, dst: Device) -> _Route | None:
         key = (src, dst)
+        cached = self._routes.get(key, _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
         with self._lock:
             if key in self._routes:
                 return self._routes[key]
@@ -174,7 +177,17 @@ class DataTransferManager:
 
     def copy_tensor(self, src: Tensor, dst: Tensor) -> None:
         """Copy ``src`` into ``dst``; see :meth:`copy_tensors` for what it raises."""
-        self.copy_tensors([src], [dst])
+        self._check_open()
+        self._check_pair(0, src, dst)
+        route = self._route(src.device, dst.device)
+        if route is None or len(route.hops) != 1:
+            self.copy_tensors([src], [dst])  # routed, or raises NoTransferError
+            return
+        self._enter()
+        try:
+            route.hops[0].copy_tensors(((src, dst),))
+        finally:
+            self._leave()
 
     def copy_tensors(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> None:
         """Copy ``srcs[i]`` into ``dsts[i]`` for every i, as if one after another.
@@ -187,10 +200,13 @@ class DataTransferManager:
         tensor's storage closed), ``TypeError`` (not a tensor).
         """
         stages = self._plan(srcs, dsts)
-        with self._copying():
+        self._enter()
+        try:
             for stage in stages:
                 for transfer, pairs in stage:
                     transfer.copy_tensors(pairs)
+        finally:
+            self._leave()
 
     def copy_tensors_async(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> TransferHandle:
         """Start :meth:`copy_tensors` and return a handle whose ``wait()`` finishes it.
@@ -202,7 +218,8 @@ class DataTransferManager:
         """
         stages = self._plan(srcs, dsts)
         handles: list[TransferHandle] = []
-        with self._copying():
+        self._enter()
+        try:
             for index, stage in enumerate(stages):
                 if index:
                     for handle in handles:
@@ -212,18 +229,19 @@ class DataTransferManager:
                         handles.append(transfer.copy_tensors_async(pairs))
                     else:
                         transfer.copy_tensors(pairs)
+        finally:
+            self._leave()
         return _AllOf(handles) if handles else CompletedTransfer()
 
-    @contextmanager
-    def _copying(self) -> Iterator[None]:
+    def _enter(self) -> None:
         with self._lock:
             self._check_open()
             self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._in_flight -= 1
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if not self._in_flight:
                 self._lock.notify_all()
 
     def _check_open(self) -> None:
@@ -231,6 +249,18 @@ class DataTransferManager:
             raise ClosedError("this DataTransferManager (or its environment) is closed")
 
     def _check_pair(self, index: int, src: Tensor, dst: Tensor) -> None:
+        owner = self._owner
+        if (
+            type(src) is Tensor
+            and type(dst) is Tensor
+            and (owner is None or (src.owner is owner and dst.owner is owner))
+            and src.shape == dst.shape
+            and src.dtype == dst.dtype
+            and not src.storage.closed
+            and not dst.storage.closed
+            and dst.storage.writable
+        ):
+            return  # the common case, checked without building messages
         for role, tensor in (("source", src), ("destination", dst)):
             if not isinstance(tensor, Tensor):
                 raise TypeError(

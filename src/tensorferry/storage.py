@@ -60,6 +60,11 @@ class HostStorage:
 
     array: npt.NDArray[np.uint8]
     writable: bool = True
+    address: int = attrs.field(init=False)
+    """Address of the first byte, used to tell whether two host tensors overlap."""
+
+    def __attrs_post_init__(self) -> None:
+        self.address = int(self.array.__array_interface__["data"][0])
 
     @property
     def device(self) -> Device:
@@ -75,11 +80,6 @@ class HostStorage:
     def closed(self) -> bool:
         """Always False: host memory is released by the garbage collector."""
         return False
-
-    @property
-    def address(self) -> int:
-        """Address of the first byte, used to tell whether two host tensors overlap."""
-        return int(self.array.__array_interface__["data"][0])
 
     @classmethod
     def allocate(cls, nbytes: int) -> HostStorage:

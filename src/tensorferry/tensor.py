@@ -24,7 +24,8 @@ def as_dtype(dtype: npt.DTypeLike) -> np.dtype[np.generic]:
     """Normalise ``dtype`` to a numpy dtype with a fixed item size.
 
     Raises :class:`UnsupportedDtypeError` (a ``TypeError``) for object dtypes,
-    dtypes that contain objects, and unsized flexible dtypes such as ``"S"``.
+    dtypes that contain objects, unsized flexible dtypes such as ``"S"``, and
+    subarray dtypes such as ``("f4", (2,))``.
     """
     try:
         result = np.dtype(dtype)
@@ -34,6 +35,12 @@ def as_dtype(dtype: npt.DTypeLike) -> np.dtype[np.generic]:
         raise UnsupportedDtypeError(
             f"dtype {result} has no fixed item size; expected a fixed-size numpy dtype "
             "(bool, integer, float, complex, datetime, sized bytes or structured)"
+        )
+    if result.subdtype is not None:
+        base, dims = result.subdtype
+        raise UnsupportedDtypeError(
+            f"dtype {result} is a subarray dtype, which numpy expands into the shape; "
+            f"expected its base dtype {base} with {dims} appended to the tensor's shape"
         )
     return result
 
@@ -86,8 +93,11 @@ class Tensor:
     dtype: np.dtype[np.generic] = attrs.field(converter=as_dtype)
     offset: int = 0
     owner: TensorOwner | None = None
+    nbytes: int = attrs.field(init=False)
+    """Number of bytes the tensor covers."""
 
     def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "nbytes", math.prod(self.shape) * self.dtype.itemsize)
         if self.offset < 0 or self.offset + self.nbytes > self.storage.nbytes:
             raise ValueError(
                 f"a view of {self.nbytes} bytes at offset {self.offset} does not fit in "
@@ -108,11 +118,6 @@ class Tensor:
     def ndim(self) -> int:
         """Number of dimensions."""
         return len(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        """Number of bytes the tensor covers."""
-        return self.size * self.dtype.itemsize
 
     @property
     def writable(self) -> bool:
@@ -230,6 +235,7 @@ class Tensor:
                 array = self.host_array()
                 if out is None:
                     return array.copy()
+                check_out_array(out, self.shape, self.dtype)
                 np.copyto(out, array)
                 return out
             raise RuntimeError("this tensor has no owning environment to copy it to the host")
