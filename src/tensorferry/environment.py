@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
@@ -26,7 +27,7 @@ from tensorferry.errors import (
 from tensorferry.manager import DataTransferManager
 from tensorferry.storage import HostStorage, Storage
 from tensorferry.tensor import Tensor, as_dtype, as_shape, check_out_array
-from tensorferry.transfer import TransferHandle
+from tensorferry.transfer import IDataTransfer, TransferHandle
 
 __all__ = ["ENTRY_POINT_GROUP", "HOST_BACKEND", "Environment"]
 
@@ -66,6 +67,8 @@ class Environment:
         self._factories: dict[str, EntryPoint | BackendFactory] = {}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             self._factories.setdefault(ep.name, ep)
+        if isinstance(backends, str):
+            backends = [backends]
         allowed = None if backends is None else {b.lower() for b in backends} | {HOST_BACKEND}
         if allowed is not None:
             unknown = sorted(allowed - self._factories.keys())
@@ -76,6 +79,7 @@ class Environment:
                 )
             self._factories = {k: v for k, v in self._factories.items() if k in allowed}
         self._loaded: dict[str, Backend] = {}
+        self._transfers: dict[str, tuple[IDataTransfer, ...]] = {}
         self._errors: dict[str, str] = {}
         self._manager = DataTransferManager(owner=self)
         _live.add(self)
@@ -97,6 +101,7 @@ class Environment:
             self._closed = True
             backends = list(self._loaded.values())
             self._loaded.clear()
+            self._transfers.clear()
         self._manager.close()
         for backend in reversed(backends):
             backend.close()
@@ -185,8 +190,11 @@ class Environment:
         return backend
 
     def _adopt(self, name: str, backend: Backend) -> None:
-        for transfer in backend.data_transfers():
+        # Remember the very objects registered: data_transfers() may build new ones.
+        transfers = tuple(backend.data_transfers())
+        for transfer in transfers:
             self._manager.register_data_transfer(transfer)
+        self._transfers[name] = transfers
         self._loaded[name] = backend
 
     def load_all(self) -> list[str]:
@@ -200,14 +208,17 @@ class Environment:
     def register_backend(self, name: str, backend: Backend | BackendFactory) -> Backend:
         """Add a backend at run time (an instance or a factory) and register its transfers.
 
-        Raises ``ValueError`` if a loaded backend already has that name.
+        Raises ``ValueError`` if a loaded backend already has that name or the
+        backend's own ``name`` differs, ``TypeError`` if a factory returns no Backend.
         """
         self._check_open()
         name = name.lower()
         with self._lock:
             if name in self._loaded:
                 raise ValueError(f"a backend named {name!r} is loaded already")
-            instance = backend if isinstance(backend, Backend) else self._create(name, backend)
+            instance = self._create(
+                name, (lambda: backend) if isinstance(backend, Backend) else backend
+            )
             self._factories[name] = lambda: instance
             self._errors.pop(name, None)
             self._adopt(name, instance)
@@ -227,10 +238,11 @@ class Environment:
                     f"no loaded backend named {name!r}; loaded: {sorted(self._loaded)}"
                 )
             backend = self._loaded.pop(name)
+            transfers = self._transfers.pop(name)
             self._factories.pop(name, None)
-        for transfer in backend.data_transfers():
+        for transfer in transfers:
             if any(t is transfer for t in self._manager.data_transfers):
-                self._manager.unregister_data_transfer(transfer)
+                self._manager.unregister_data_transfer(transfer, wait=True)
             transfer.close()
         backend.close()
 
@@ -302,7 +314,7 @@ class Environment:
         self._check_open()
         dims, kind = as_shape(shape), as_dtype(dtype)
         target = self.device(device)
-        nbytes = int(np.prod(dims, dtype=np.int64)) * kind.itemsize
+        nbytes = math.prod(dims) * kind.itemsize
         storage = self.backend(target.backend).allocate(target, nbytes)
         return Tensor(storage, dims, kind, 0, self)
 
@@ -327,7 +339,7 @@ class Environment:
         self._check_tensor(tensor, "tensor")
         try:
             element = np.array(value, dtype=tensor.dtype)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"cannot convert {value!r} to {tensor.dtype}: {exc}") from None
         if element.shape != ():
             raise ValueError(f"fill takes a scalar value, got shape {element.shape}")

@@ -90,7 +90,7 @@ class DataTransferManager:
         self._lock = threading.Condition(threading.RLock())
         self._transfers: tuple[IDataTransfer, ...] = ()
         self._routes: dict[tuple[Device, Device], _Route | None] = {}
-        self._in_flight = 0
+        self._in_flight: dict[int, int] = {}  # id(transfer) -> copies using it now
         self._closed = False
 
     # registry -------------------------------------------------------------
@@ -123,17 +123,20 @@ class DataTransferManager:
             self._transfers = (*self._transfers, transfer)
             self._routes.clear()
 
-    def unregister_data_transfer(self, transfer: IDataTransfer) -> None:
+    def unregister_data_transfer(self, transfer: IDataTransfer, *, wait: bool = False) -> None:
         """Remove ``transfer`` from the lookup order without closing it.
 
-        Copies already running with it finish. Raises ``LookupError`` if it is
-        not registered.
+        New copies no longer use it; copies already running with it finish, and
+        with ``wait=True`` this returns only once they have (so the caller may
+        close it). Raises ``LookupError`` if it is not registered.
         """
         with self._lock:
             if not any(t is transfer for t in self._transfers):
                 raise LookupError(f"{transfer!r} is not registered with this manager")
             self._transfers = tuple(t for t in self._transfers if t is not transfer)
             self._routes.clear()
+            while wait and self._in_flight.get(id(transfer)):
+                self._lock.wait()
 
     def get_data_transfer(self, src_device: Device, dst_device: Device) -> IDataTransfer | None:
         """The first registered transfer that copies ``src_device`` -> ``dst_device``, or None."""
@@ -183,11 +186,12 @@ class DataTransferManager:
         if route is None or len(route.hops) != 1:
             self.copy_tensors([src], [dst])  # routed, or raises NoTransferError
             return
-        self._enter()
+        transfers = route.hops
+        self._enter(transfers)
         try:
-            route.hops[0].copy_tensors(((src, dst),))
+            transfers[0].copy_tensors(((src, dst),))
         finally:
-            self._leave()
+            self._leave(transfers)
 
     def copy_tensors(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> None:
         """Copy ``srcs[i]`` into ``dsts[i]`` for every i, as if one after another.
@@ -200,13 +204,14 @@ class DataTransferManager:
         tensor's storage closed), ``TypeError`` (not a tensor).
         """
         stages = self._plan(srcs, dsts)
-        self._enter()
+        transfers = _transfers_of(stages)
+        self._enter(transfers)
         try:
             for stage in stages:
                 for transfer, pairs in stage:
                     transfer.copy_tensors(pairs)
         finally:
-            self._leave()
+            self._leave(transfers)
 
     def copy_tensors_async(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> TransferHandle:
         """Start :meth:`copy_tensors` and return a handle whose ``wait()`` finishes it.
@@ -218,7 +223,8 @@ class DataTransferManager:
         """
         stages = self._plan(srcs, dsts)
         handles: list[TransferHandle] = []
-        self._enter()
+        transfers = _transfers_of(stages)
+        self._enter(transfers)
         try:
             for index, stage in enumerate(stages):
                 if index:
@@ -230,19 +236,26 @@ class DataTransferManager:
                     else:
                         transfer.copy_tensors(pairs)
         finally:
-            self._leave()
+            self._leave(transfers)
         return _AllOf(handles) if handles else CompletedTransfer()
 
-    def _enter(self) -> None:
+    def _enter(self, transfers: Sequence[IDataTransfer]) -> None:
         with self._lock:
             self._check_open()
-            self._in_flight += 1
+            for transfer in transfers:
+                key = id(transfer)
+                self._in_flight[key] = self._in_flight.get(key, 0) + 1
 
-    def _leave(self) -> None:
+    def _leave(self, transfers: Sequence[IDataTransfer]) -> None:
         with self._lock:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._lock.notify_all()
+            for transfer in transfers:
+                key = id(transfer)
+                left = self._in_flight[key] - 1
+                if left:
+                    self._in_flight[key] = left
+                else:
+                    del self._in_flight[key]
+            self._lock.notify_all()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -320,6 +333,15 @@ class DataTransferManager:
                 steps.append(_Step(route.hops[0], src, staging))
                 steps.append(_Step(route.hops[1], staging, dst))
         return _stages(steps)
+
+
+def _transfers_of(stages: Sequence[_Stage]) -> list[IDataTransfer]:
+    """Each transfer of a plan once."""
+    unique: dict[int, IDataTransfer] = {}
+    for stage in stages:
+        for transfer, _ in stage:
+            unique.setdefault(id(transfer), transfer)
+    return list(unique.values())
 
 
 def _memory_range(tensor: Tensor) -> tuple[object, int, int]:

@@ -1,0 +1,897 @@
+"""DataTransferManager: registry, validation, grouping, order, routing, async, threads, close."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from tensorferry import (
+    HOST,
+    AsyncDataTransfer,
+    ClosedError,
+    CopyPair,
+    DataTransferManager,
+    Device,
+    Environment,
+    ForeignTensorError,
+    HostStorage,
+    IDataTransfer,
+    IncompatibleTensorsError,
+    InvalidArrayError,
+    NoTransferError,
+    Tensor,
+    TransferHandle,
+)
+from tensorferry_cpu import CpuDataTransfer
+
+MakeAccelerator = Callable[..., Any]
+
+
+def _host(data: npt.ArrayLike, dtype: npt.DTypeLike = None) -> Tensor:
+    """An ownerless host tensor over a fresh copy of ``data``."""
+    array = np.array(data, dtype=dtype)
+    return Tensor(HostStorage.wrap(array), array.shape, array.dtype)
+
+
+def _values(tensor: Tensor) -> npt.NDArray[Any]:
+    return tensor.host_array().copy()
+
+
+@pytest.fixture
+def acca(make_accelerator: MakeAccelerator) -> Any:
+    """A fake accelerator with two devices whose transfer does every direction."""
+    return make_accelerator("acca", device_count=2)
+
+
+@pytest.fixture
+def accb(make_accelerator: MakeAccelerator) -> Any:
+    """A second fake accelerator, one device, host <-> device only."""
+    return make_accelerator("accb", directions={"up", "down"})
+
+
+@pytest.fixture
+def wired(
+    manager: DataTransferManager, recording_cpu: IDataTransfer, acca: Any, accb: Any
+) -> DataTransferManager:
+    """The standalone manager with the cpu, acca and accb transfers, in that order."""
+    for transfer in (recording_cpu, acca.transfer, accb.transfer):
+        manager.register_data_transfer(transfer)
+    return manager
+
+
+# registry ---------------------------------------------------------------------
+
+
+MakeCpuTransfer = Callable[[str], Any]
+
+
+def test_get_data_transfer_is_first_match_in_registration_order(
+    manager: DataTransferManager, make_cpu_transfer: MakeCpuTransfer
+) -> None:
+    first, second = make_cpu_transfer("first"), make_cpu_transfer("second")
+    manager.register_data_transfer(first)
+    manager.register_data_transfer(second)
+    assert manager.data_transfers == (first, second)
+    assert manager.get_data_transfer(HOST, HOST) is first
+    manager.unregister_data_transfer(first)
+    assert manager.data_transfers == (second,)
+    assert manager.get_data_transfer(HOST, HOST) is second
+    manager.register_data_transfer(first)
+    assert manager.data_transfers == (second, first)
+    assert manager.get_data_transfer(HOST, HOST) is second
+
+
+def test_get_data_transfer_returns_none_without_a_match(
+    manager: DataTransferManager, recording_cpu: IDataTransfer
+) -> None:
+    assert manager.get_data_transfer(HOST, HOST) is None
+    manager.register_data_transfer(recording_cpu)
+    assert manager.get_data_transfer(HOST, Device("acca", 0)) is None
+
+
+def test_copies_go_to_the_first_match_only(
+    manager: DataTransferManager, make_cpu_transfer: MakeCpuTransfer
+) -> None:
+    first, second = make_cpu_transfer("first"), make_cpu_transfer("second")
+    manager.register_data_transfer(first)
+    manager.register_data_transfer(second)
+    src, dst = _host([1, 2]), _host([0, 0])
+    manager.copy_tensor(src, dst)
+    assert first.calls == [[(src, dst)]]
+    assert second.calls == []
+    manager.unregister_data_transfer(first)
+    manager.copy_tensor(src, dst)
+    assert second.calls == [[(src, dst)]]
+
+
+class _NoClose:
+    def can_copy(self, src_device: Device, dst_device: Device) -> bool:
+        return True
+
+    def copy_tensors(self, pairs: Sequence[CopyPair]) -> None:
+        raise AssertionError
+
+
+@pytest.mark.parametrize("candidate", [object(), "cpu", _NoClose()], ids=repr)
+def test_register_rejects_what_is_not_a_transfer(
+    manager: DataTransferManager, candidate: Any
+) -> None:
+    with pytest.raises(TypeError, match=r"is not an IDataTransfer; expected .*can_copy"):
+        manager.register_data_transfer(candidate)
+    assert manager.data_transfers == ()
+
+
+def test_register_twice_raises(manager: DataTransferManager, recording_cpu: IDataTransfer) -> None:
+    manager.register_data_transfer(recording_cpu)
+    with pytest.raises(ValueError, match="registered already"):
+        manager.register_data_transfer(recording_cpu)
+    assert manager.data_transfers == (recording_cpu,)
+
+
+def test_unregister_unknown_raises(
+    manager: DataTransferManager, recording_cpu: IDataTransfer
+) -> None:
+    with pytest.raises(LookupError, match="not registered"):
+        manager.unregister_data_transfer(recording_cpu)
+
+
+def test_unregister_does_not_close(
+    manager: DataTransferManager, recording_cpu: IDataTransfer, events: list[str]
+) -> None:
+    manager.register_data_transfer(recording_cpu)
+    manager.unregister_data_transfer(recording_cpu)
+    assert events == []
+    recording_cpu.copy_tensors([(_host([1]), _host([0]))])
+
+
+def test_registry_changes_take_effect_for_the_next_copy(
+    manager: DataTransferManager, acca: Any
+) -> None:
+    src, dst = _host([1, 2, 3]), acca.tensor([0, 0, 0])
+    with pytest.raises(NoTransferError):
+        manager.copy_tensor(src, dst)
+    manager.register_data_transfer(acca.transfer)
+    manager.copy_tensor(src, dst)
+    np.testing.assert_array_equal(acca.read(dst), [1, 2, 3])
+    manager.unregister_data_transfer(acca.transfer)
+    with pytest.raises(NoTransferError):
+        manager.copy_tensor(dst, src)
+
+
+# validation -------------------------------------------------------------------
+
+
+def _readonly_host() -> Tensor:
+    array = np.zeros(3, np.float32)
+    return Tensor(HostStorage.wrap(array, writable=False), (3,), np.float32)
+
+
+def _bad_pair(kind: str, acca: Any, accb: Any) -> tuple[Any, Any]:
+    good = np.arange(3, dtype=np.float32)
+    if kind == "shape":
+        return _host(good), _host(np.zeros(4, np.float32))
+    if kind == "dtype":
+        return _host(good), _host(np.zeros(3, np.int32))
+    if kind == "reinterpretable":
+        return _host(np.zeros((2, 3), np.float32)), _host(np.zeros(6, np.float32))
+    if kind == "read-only":
+        return _host(good), _readonly_host()
+    if kind == "closed":
+        src = acca.tensor(good)
+        src.storage.closed = True
+        return src, _host(good)
+    if kind == "no-transfer":
+        return _host(good), accb.tensor(good)
+    if kind == "not-a-tensor":
+        return _host(good), np.zeros(3, np.float32)
+    raise AssertionError(kind)
+
+
+BAD_PAIRS = {
+    "shape": (
+        IncompatibleTensorsError,
+        r"pair 2: source is \(3,\) float32 but destination is \(4,\) float32; expected equal "
+        r"shapes and dtypes \(12 vs 16 bytes\)",
+    ),
+    "dtype": (
+        IncompatibleTensorsError,
+        r"pair 2: source is \(3,\) float32 but destination is \(3,\) int32; .*"
+        r"use \.view\(\) or \.reshape\(\)",
+    ),
+    "reinterpretable": (
+        IncompatibleTensorsError,
+        r"pair 2: source is \(2, 3\) float32 but destination is \(6,\) float32.*\.reshape\(\)",
+    ),
+    "read-only": (
+        InvalidArrayError,
+        r"pair 2: the destination Tensor\(.*\) is read-only; expected writable memory",
+    ),
+    "closed": (
+        ClosedError,
+        r"pair 2: the source Tensor\(device=acca:0.*\) has released storage; expected a live",
+    ),
+    "no-transfer": (
+        NoTransferError,
+        r"pair 2: no registered data transfer copies cpu -> accb:0, directly or through host",
+    ),
+    "not-a-tensor": (
+        TypeError,
+        r"pair 2: the destination is a ndarray, expected a tensorferry.Tensor",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_PAIRS))
+def test_whole_batch_is_validated_before_any_copy(
+    manager: DataTransferManager,
+    recording_cpu: Any,
+    acca: Any,
+    accb: Any,
+    events: list[str],
+    kind: str,
+) -> None:
+    manager.register_data_transfer(recording_cpu)
+    manager.register_data_transfer(acca.transfer)
+    host_dst, device_dst = _host(np.zeros(3, np.float32)), acca.tensor(np.zeros(3, np.float32))
+    bad_src, bad_dst = _bad_pair(kind, acca, accb)
+    error, message = BAD_PAIRS[kind]
+    with pytest.raises(error, match=message):
+        manager.copy_tensors(
+            [_host(np.ones(3, np.float32)), _host(np.ones(3, np.float32)), bad_src],
+            [host_dst, device_dst, bad_dst],
+        )
+    assert events == []
+    np.testing.assert_array_equal(_values(host_dst), np.zeros(3))
+    np.testing.assert_array_equal(acca.read(device_dst), np.zeros(3))
+
+
+def test_errors_subclass_builtins() -> None:
+    assert issubclass(IncompatibleTensorsError, ValueError)
+    assert issubclass(InvalidArrayError, ValueError)
+    assert issubclass(ForeignTensorError, ValueError)
+    assert issubclass(NoTransferError, LookupError)
+    assert issubclass(ClosedError, RuntimeError)
+
+
+@pytest.mark.parametrize(("sources", "destinations"), [(2, 1), (0, 1), (1, 0)])
+def test_lengths_must_match(
+    manager: DataTransferManager, recording_cpu: Any, sources: int, destinations: int
+) -> None:
+    manager.register_data_transfer(recording_cpu)
+    with pytest.raises(
+        IncompatibleTensorsError,
+        match=f"got {sources} sources and {destinations} destinations; expected equal counts",
+    ):
+        manager.copy_tensors([_host([1])] * sources, [_host([0]) for _ in range(destinations)])
+    assert recording_cpu.calls == []
+
+
+def test_empty_batch_is_a_no_op(manager: DataTransferManager) -> None:
+    manager.copy_tensors([], [])
+    manager.copy_tensors_async([], []).wait()
+
+
+def test_tensors_of_another_owner_are_foreign() -> None:
+    with Environment(backends=["cpu"]) as mine, Environment(backends=["cpu"]) as theirs:
+        src = mine.from_numpy(np.arange(3))
+        dst = mine.empty(3, src.dtype)
+        manager = mine.data_transfer_manager
+        with pytest.raises(
+            ForeignTensorError,
+            match=r"pair 1: the destination Tensor.* belongs to another environment",
+        ):
+            manager.copy_tensors([src, src], [dst, theirs.empty(3, src.dtype)])
+        with pytest.raises(ForeignTensorError, match="pair 0: the source"):
+            manager.copy_tensor(_host([1, 2, 3], src.dtype), dst)
+
+
+def test_a_manager_without_owner_accepts_any_tensor(
+    manager: DataTransferManager, recording_cpu: Any
+) -> None:
+    manager.register_data_transfer(recording_cpu)
+    with Environment(backends=["cpu"]) as env:
+        dst = _host([0, 0])
+        manager.copy_tensor(env.from_numpy(np.array([4, 5])), dst)
+    np.testing.assert_array_equal(_values(dst), [4, 5])
+
+
+# grouping and order ---------------------------------------------------------------
+
+
+def test_mixed_batch_calls_each_transfer_once_with_its_pairs_in_order(
+    wired: DataTransferManager, recording_cpu: Any, acca: Any
+) -> None:
+    sources = [_host(np.full(4, i, np.int16)) for i in range(6)]
+    destinations = [
+        _host(np.zeros(4, np.int16)),
+        acca.tensor(np.zeros(4, np.int16)),
+        _host(np.zeros(4, np.int16)),
+        acca.tensor(np.zeros(4, np.int16), index=1),
+        acca.tensor(np.zeros(4, np.int16)),
+        _host(np.zeros(4, np.int16)),
+    ]
+    wired.copy_tensors(sources, destinations)
+    pairs = list(zip(sources, destinations, strict=True))
+    assert recording_cpu.calls == [[pairs[0], pairs[2], pairs[5]]]
+    assert acca.transfer.calls == [[pairs[1], pairs[3], pairs[4]]]
+    for i, dst in enumerate(destinations):
+        value = _values(dst) if dst.device.is_host else acca.read(dst)
+        np.testing.assert_array_equal(value, np.full(4, i))
+
+
+def test_downloads_and_uploads_of_one_backend_share_one_call(
+    wired: DataTransferManager, acca: Any
+) -> None:
+    on_device = acca.tensor([1.0, 2.0])
+    back, up = _host([0.0, 0.0]), acca.tensor([0.0, 0.0], index=1)
+    wired.copy_tensors([on_device, _host([3.0, 4.0])], [back, up])
+    assert len(acca.transfer.calls) == 1
+    np.testing.assert_array_equal(_values(back), [1, 2])
+    np.testing.assert_array_equal(acca.read(up), [3, 4])
+
+
+def test_read_after_write_across_transfers_sees_the_new_data(
+    wired: DataTransferManager, recording_cpu: Any, acca: Any, events: list[str]
+) -> None:
+    middle = _host(np.zeros(3, np.int32))
+    new, device = _host([7, 8, 9], np.int32), acca.tensor(np.zeros(3, np.int32))
+    wired.copy_tensors([new, middle], [middle, device])
+    np.testing.assert_array_equal(acca.read(device), [7, 8, 9])
+    assert events == ["copy cpu", "copy acca"]
+    assert recording_cpu.calls == [[(new, middle)]]
+    assert acca.transfer.calls == [[(middle, device)]]
+
+
+def test_write_after_read_across_transfers_keeps_the_old_data_for_the_reader(
+    wired: DataTransferManager, acca: Any, events: list[str]
+) -> None:
+    middle, device = _host([1, 2, 3], np.int32), acca.tensor(np.zeros(3, np.int32))
+    wired.copy_tensors([middle, _host([7, 8, 9], np.int32)], [device, middle])
+    np.testing.assert_array_equal(acca.read(device), [1, 2, 3])
+    np.testing.assert_array_equal(_values(middle), [7, 8, 9])
+    assert events == ["copy acca", "copy cpu"]
+
+
+def test_write_after_write_across_transfers_keeps_the_last_write(
+    wired: DataTransferManager, acca: Any, events: list[str]
+) -> None:
+    target = _host(np.zeros(2, np.int8))
+    wired.copy_tensors(
+        [acca.tensor(np.array([1, 1], np.int8)), _host([2, 2], np.int8)], [target, target]
+    )
+    np.testing.assert_array_equal(_values(target), [2, 2])
+    assert events == ["copy acca", "copy cpu"]
+    wired.copy_tensors(
+        [_host([3, 3], np.int8), acca.tensor(np.array([4, 4], np.int8))], [target, target]
+    )
+    np.testing.assert_array_equal(_values(target), [4, 4])
+
+
+def test_partial_overlap_of_views_orders_the_pairs(wired: DataTransferManager, acca: Any) -> None:
+    shared = _host(np.zeros(8, np.int16))
+    device = acca.tensor(np.zeros(4, np.int16))
+    wired.copy_tensors([_host(np.full(4, 5, np.int16)), shared[3:7]], [shared[0:4], device])
+    np.testing.assert_array_equal(acca.read(device), [5, 0, 0, 0])
+
+
+def test_aliasing_host_storages_are_ordered_by_address(
+    wired: DataTransferManager, acca: Any
+) -> None:
+    memory = np.zeros(4, np.int32)
+    writer = Tensor(HostStorage.wrap(memory), (4,), np.int32)
+    reader = Tensor(HostStorage.wrap(memory[:]), (4,), np.int32)
+    assert writer.storage is not reader.storage
+    device = acca.tensor(np.zeros(4, np.int32))
+    wired.copy_tensors([_host([1, 2, 3, 4], np.int32), reader], [writer, device])
+    np.testing.assert_array_equal(acca.read(device), [1, 2, 3, 4])
+
+
+def test_no_split_for_disjoint_views_of_one_storage(
+    wired: DataTransferManager, recording_cpu: Any, acca: Any
+) -> None:
+    shared = _host(np.arange(8, dtype=np.int64))
+    devices = [acca.tensor(np.zeros(2, np.int64)) for _ in range(2)]
+    wired.copy_tensors(
+        [_host([-1, -2]), shared[2:4], _host([-5, -6]), shared[6:8]],
+        [shared[0:2], devices[0], shared[4:6], devices[1]],
+    )
+    assert len(recording_cpu.calls) == 1
+    assert len(acca.transfer.calls) == 1
+    np.testing.assert_array_equal(_values(shared), [-1, -2, 2, 3, -5, -6, 6, 7])
+    np.testing.assert_array_equal(acca.read(devices[1]), [6, 7])
+
+
+def test_no_split_when_transfers_only_read_the_same_memory(
+    wired: DataTransferManager, recording_cpu: Any, acca: Any
+) -> None:
+    shared = _host([1, 2, 3])
+    outs = [acca.tensor([0, 0, 0]), _host([0, 0, 0]), acca.tensor([0, 0, 0]), _host([0, 0, 0])]
+    wired.copy_tensors([shared] * 4, outs)
+    assert (len(recording_cpu.calls), len(acca.transfer.calls)) == (1, 1)
+
+
+def test_dependencies_within_one_transfer_do_not_split(
+    wired: DataTransferManager, acca: Any
+) -> None:
+    device, middle, other = acca.tensor([0, 0]), _host([0, 0]), acca.tensor([0, 0], index=1)
+    wired.copy_tensors([_host([4, 2]), device, middle], [device, middle, other])
+    assert len(acca.transfer.calls) == 1
+    np.testing.assert_array_equal(acca.read(other), [4, 2])
+
+
+def test_overlapping_source_and_destination_in_one_pair(
+    wired: DataTransferManager, acca: Any
+) -> None:
+    shared = _host(np.arange(6, dtype=np.int32))
+    wired.copy_tensor(shared[0:4], shared[2:6])
+    np.testing.assert_array_equal(_values(shared), [0, 1, 0, 1, 2, 3])
+    device = acca.tensor(np.arange(6, dtype=np.int32))
+    wired.copy_tensor(device[2:6], device[0:4])
+    np.testing.assert_array_equal(acca.read(device), [2, 3, 4, 5, 4, 5])
+
+
+def test_random_batches_equal_a_loop_of_single_copies(
+    wired: DataTransferManager, acca: Any, accb: Any
+) -> None:
+    """Any mix of devices, views and overlaps ends as copying pair by pair would."""
+    rng = np.random.default_rng(2024)
+    length = 24
+    host_a, host_b = (rng.integers(-1000, 1000, length, dtype=np.int32) for _ in range(2))
+    storages: dict[str, Any] = {
+        "host_a": HostStorage.wrap(host_a),
+        "host_a_alias": HostStorage.wrap(host_a[:]),
+        "host_b": HostStorage.wrap(host_b),
+    }
+    mirrors = {"host_a": host_a.copy(), "host_b": host_b.copy()}
+    for name, backend, index in (("acca0", acca, 0), ("acca1", acca, 1), ("accb0", accb, 0)):
+        start = rng.integers(-1000, 1000, length, dtype=np.int32)
+        storages[name] = backend.tensor(start, index).storage
+        mirrors[name] = start.copy()
+    mirrors["host_a_alias"] = mirrors["host_a"]
+    names = sorted(storages)
+
+    for _ in range(300):
+        sources, destinations = [], []
+        for _ in range(int(rng.integers(1, 8))):
+            src_name, dst_name = rng.choice(names, 2)
+            count = int(rng.integers(0, 9))
+            src_at, dst_at = rng.integers(0, length - count + 1, 2)
+            sources.append(Tensor(storages[src_name], (count,), np.int32, int(src_at) * 4))
+            destinations.append(Tensor(storages[dst_name], (count,), np.int32, int(dst_at) * 4))
+            mirrors[dst_name][dst_at : dst_at + count] = mirrors[src_name][
+                src_at : src_at + count
+            ].copy()
+        wired.copy_tensors(sources, destinations)
+        for name in names:
+            whole = Tensor(storages[name], (length,), np.int32)
+            actual = _values(whole) if whole.device.is_host else acca.read(whole)
+            np.testing.assert_array_equal(actual, mirrors[name], err_msg=name)
+
+
+# routing through host memory -------------------------------------------------------
+
+
+def test_routes_between_accelerators_through_host_memory(
+    wired: DataTransferManager, acca: Any, accb: Any
+) -> None:
+    src, dst = acca.tensor([1.5, 2.5, 3.5]), accb.tensor(np.zeros(3))
+    wired.copy_tensor(src, dst)
+    np.testing.assert_array_equal(accb.read(dst), [1.5, 2.5, 3.5])
+    [[(down_src, staging)]] = acca.transfer.calls
+    [[(up_src, up_dst)]] = accb.transfer.calls
+    assert (down_src, up_src, up_dst) == (src, staging, dst)
+    assert staging.device == HOST
+    assert (staging.shape, staging.dtype) == (src.shape, src.dtype)
+
+
+def test_routed_batch_downloads_in_one_call_and_uploads_in_one_call(
+    wired: DataTransferManager, acca: Any, accb: Any, events: list[str]
+) -> None:
+    sources = [acca.tensor(np.full(5, i, np.uint16), index=i % 2) for i in range(4)]
+    destinations = [accb.tensor(np.zeros(5, np.uint16)) for _ in range(4)]
+    wired.copy_tensors(sources, destinations)
+    assert events == ["copy acca", "copy accb"]
+    assert [src for src, _ in acca.transfer.calls[0]] == sources
+    assert [dst for _, dst in accb.transfer.calls[0]] == destinations
+    for i, dst in enumerate(destinations):
+        np.testing.assert_array_equal(accb.read(dst), np.full(5, i))
+
+
+def test_routed_pair_after_a_write_to_its_source(
+    wired: DataTransferManager, acca: Any, accb: Any
+) -> None:
+    on_a, on_b = acca.tensor(np.zeros(2)), accb.tensor(np.zeros(2))
+    wired.copy_tensors([_host([6.0, 7.0]), on_a, _host([8.0, 9.0])], [on_a, on_b, on_a])
+    np.testing.assert_array_equal(accb.read(on_b), [6, 7])
+    np.testing.assert_array_equal(acca.read(on_a), [8, 9])
+
+
+def test_direct_transfer_is_preferred_over_a_route(wired: DataTransferManager, acca: Any) -> None:
+    src, dst = acca.tensor([1, 2]), acca.tensor([0, 0], index=1)
+    wired.copy_tensor(src, dst)
+    assert acca.transfer.calls == [[(src, dst)]]
+    np.testing.assert_array_equal(acca.read(dst), [1, 2])
+
+
+def test_zero_size_routed_copy(wired: DataTransferManager, acca: Any, accb: Any) -> None:
+    wired.copy_tensor(acca.tensor(np.zeros((0, 3))), accb.tensor(np.zeros((0, 3))))
+
+
+@pytest.mark.parametrize(
+    ("a_directions", "b_directions", "host_allocator"),
+    [
+        (None, {"up", "down"}, HostStorage.allocate),
+        ({"up", "down"}, None, HostStorage.allocate),
+        ({"up"}, {"up", "down"}, HostStorage.allocate),
+        ({"up", "down"}, {"down"}, HostStorage.allocate),
+        ({"up", "down"}, {"up", "down"}, None),
+    ],
+    ids=["no-a-transfer", "no-b-transfer", "a-cannot-download", "b-cannot-upload", "no-routing"],
+)
+def test_no_transfer_error_names_both_devices(
+    make_accelerator: MakeAccelerator,
+    a_directions: set[str] | None,
+    b_directions: set[str] | None,
+    host_allocator: Any,
+) -> None:
+    manager = DataTransferManager(host_allocator=host_allocator)
+    acca = make_accelerator("acca", directions=a_directions or ())
+    accb = make_accelerator("accb", directions=b_directions or ())
+    for backend, directions in ((acca, a_directions), (accb, b_directions)):
+        if directions is not None:
+            manager.register_data_transfer(backend.transfer)
+    with pytest.raises(NoTransferError, match=r"pair 0: .* copies acca:0 -> accb:0") as info:
+        manager.copy_tensor(acca.tensor([1]), accb.tensor([0]))
+    assert "registered:" in str(info.value)
+    manager.close()
+
+
+def test_no_transfer_error_lists_registered_transfers(
+    manager: DataTransferManager, recording_cpu: Any, acca: Any
+) -> None:
+    with pytest.raises(NoTransferError, match="registered: none"):
+        manager.copy_tensor(_host([1]), _host([0]))
+    manager.register_data_transfer(recording_cpu)
+    with pytest.raises(NoTransferError, match=r"cpu -> acca:0.*\['RecordingTransfer'\]"):
+        manager.copy_tensor(_host([1]), acca.tensor([0]))
+
+
+# asynchronous copies ------------------------------------------------------------------
+
+
+class _DeferredHandle:
+    """Runs its batch when first waited on: 'in flight' until then."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._work: Callable[[], None] | None = work
+        self._error: BaseException | None = None
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._work is not None:
+            work, self._work = self._work, None
+            try:
+                work()
+            except Exception as exc:
+                self._error = exc
+        if self._error is not None:
+            raise self._error
+
+    def done(self) -> bool:
+        return self._work is None
+
+
+class _DeferredTransfer:
+    """An AsyncDataTransfer (upload only) whose batches land when their handle is waited on."""
+
+    def __init__(self, inner: IDataTransfer, events: list[str]) -> None:
+        self.inner, self.events = inner, events
+        self.sync_calls: list[list[CopyPair]] = []
+        self.async_calls: list[list[CopyPair]] = []
+
+    def can_copy(self, src_device: Device, dst_device: Device) -> bool:
+        return self.inner.can_copy(src_device, dst_device)
+
+    def copy_tensors(self, pairs: Sequence[CopyPair]) -> None:
+        self.sync_calls.append(list(pairs))
+        self.inner.copy_tensors(pairs)
+
+    def copy_tensors_async(self, pairs: Sequence[CopyPair]) -> TransferHandle:
+        self.async_calls.append(list(pairs))
+        self.events.append("start async")
+
+        def work() -> None:
+            self.events.append("land async")
+            self.inner.copy_tensors(pairs)
+
+        return _DeferredHandle(work)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.fixture
+def uploads(make_accelerator: MakeAccelerator, events: list[str]) -> Any:
+    """acca whose own transfer only downloads; ``uploads.deferred`` uploads asynchronously."""
+    backend = make_accelerator("acca", directions={"down"})
+    backend.deferred = _DeferredTransfer(backend.raw_transfer({"up"}), events)
+    return backend
+
+
+def test_async_transfer_runs_in_the_background(manager: DataTransferManager, uploads: Any) -> None:
+    assert isinstance(uploads.deferred, AsyncDataTransfer)
+    manager.register_data_transfer(uploads.deferred)
+    src, dst = _host([1, 2, 3], np.int32), uploads.tensor(np.zeros(3, np.int32))
+    handle = manager.copy_tensors_async([src], [dst])
+    assert isinstance(handle, TransferHandle)
+    assert uploads.deferred.async_calls == [[(src, dst)]]
+    assert not handle.done()
+    np.testing.assert_array_equal(uploads.read(dst), [0, 0, 0])
+    handle.wait()
+    assert handle.done()
+    np.testing.assert_array_equal(uploads.read(dst), [1, 2, 3])
+    handle.wait()
+
+
+def test_sync_copy_never_uses_the_async_entry_point(
+    manager: DataTransferManager, uploads: Any
+) -> None:
+    manager.register_data_transfer(uploads.deferred)
+    src, dst = _host([5], np.int32), uploads.tensor(np.zeros(1, np.int32))
+    manager.copy_tensor(src, dst)
+    assert (uploads.deferred.sync_calls, uploads.deferred.async_calls) == ([[(src, dst)]], [])
+    np.testing.assert_array_equal(uploads.read(dst), [5])
+
+
+def test_async_with_plain_transfers_completes_before_returning(
+    wired: DataTransferManager, acca: Any
+) -> None:
+    src, dst = _host([1, 2]), acca.tensor([0, 0])
+    handle = wired.copy_tensors_async([src], [dst])
+    assert handle.done()
+    np.testing.assert_array_equal(acca.read(dst), [1, 2])
+    handle.wait(timeout=0)
+
+
+def test_async_waits_between_dependent_stages(
+    manager: DataTransferManager, uploads: Any, events: list[str]
+) -> None:
+    manager.register_data_transfer(uploads.deferred)
+    manager.register_data_transfer(uploads.transfer)
+    device, back = uploads.tensor(np.zeros(2, np.int32)), _host([0, 0], np.int32)
+    handle = manager.copy_tensors_async([_host([3, 4], np.int32), device], [device, back])
+    handle.wait()
+    np.testing.assert_array_equal(_values(back), [3, 4])
+    assert events == ["start async", "land async", "copy acca"]
+
+
+def test_async_error_is_raised_by_wait(manager: DataTransferManager, uploads: Any) -> None:
+    manager.register_data_transfer(uploads.deferred)
+    uploads.deferred.inner.close()
+    handle = manager.copy_tensors_async([_host([1])], [uploads.tensor([0])])
+    with pytest.raises(ClosedError, match="closed"):
+        handle.wait()
+
+
+def test_async_validates_before_starting(
+    manager: DataTransferManager, uploads: Any, events: list[str]
+) -> None:
+    manager.register_data_transfer(uploads.deferred)
+    good_dst = uploads.tensor(np.zeros(2))
+    with pytest.raises(IncompatibleTensorsError, match="pair 1"):
+        manager.copy_tensors_async(
+            [_host([1.0, 2.0]), _host([1.0])], [good_dst, uploads.tensor(np.zeros(2))]
+        )
+    assert events == []
+    assert uploads.deferred.async_calls == []
+
+
+# threads ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fast_thread_switching() -> Iterator[None]:
+    """Switch threads often, so that races show within a short test."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    yield
+    sys.setswitchinterval(interval)
+
+
+@pytest.mark.usefixtures("fast_thread_switching")
+def test_copies_from_many_threads_while_a_transfer_comes_and_goes(
+    manager: DataTransferManager, recording_cpu: Any, acca: Any
+) -> None:
+    manager.register_data_transfer(recording_cpu)
+    errors: list[BaseException] = []
+    outcomes: list[str] = []
+    workers_done = threading.Event()
+    toggles = 0
+
+    def work(number: int) -> None:
+        try:
+            source, host_copy = _host(np.zeros(256, np.int64)), _host(np.zeros(256, np.int64))
+            device, back = acca.tensor(np.zeros(256, np.int64)), _host(np.zeros(256, np.int64))
+            for iteration in range(300):
+                value = number * 100_000 + iteration
+                source.host_array()[:] = value
+                host_copy.host_array()[:] = -1
+                try:
+                    manager.copy_tensors([source, source], [host_copy, device])
+                except NoTransferError:
+                    # the whole batch failed validation: not even the host pair ran
+                    assert (host_copy.host_array() == -1).all()
+                    manager.copy_tensor(source, host_copy)
+                    outcomes.append("no-transfer")
+                else:
+                    assert (acca.read(device) == value).all()
+                    try:
+                        manager.copy_tensor(device, back)
+                    except NoTransferError:
+                        outcomes.append("no-transfer")
+                    else:
+                        assert (back.host_array() == value).all()
+                        outcomes.append("copied")
+                assert (host_copy.host_array() == value).all()
+        except BaseException as exc:
+            errors.append(exc)
+
+    def toggle() -> None:
+        nonlocal toggles
+        try:
+            while not workers_done.is_set():
+                manager.register_data_transfer(acca.transfer)
+                time.sleep(0.0005)
+                manager.unregister_data_transfer(acca.transfer)
+                time.sleep(0.0002)
+                toggles += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    toggler = threading.Thread(target=toggle)
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    toggler.start()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=20)
+    workers_done.set()
+    toggler.join(timeout=5)
+
+    assert errors == []
+    assert not toggler.is_alive()
+    assert not any(w.is_alive() for w in workers)
+    assert len(outcomes) == 8 * 300
+    assert toggles > 0
+    assert "copied" in outcomes
+    assert manager.data_transfers == (recording_cpu,)
+    # no stale route survived the churn
+    source, device = _host(np.ones(4)), acca.tensor(np.zeros(4))
+    with pytest.raises(NoTransferError):
+        manager.copy_tensor(source, device)
+    manager.register_data_transfer(acca.transfer)
+    manager.copy_tensor(source, device)
+    np.testing.assert_array_equal(acca.read(device), np.ones(4))
+
+
+# close ------------------------------------------------------------------------------------
+
+
+class _BlockingTransfer:
+    """A host transfer whose copies wait for ``release``; it logs start, end and close."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.inner = CpuDataTransfer()
+        self.events = events
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def can_copy(self, src_device: Device, dst_device: Device) -> bool:
+        return self.inner.can_copy(src_device, dst_device)
+
+    def copy_tensors(self, pairs: Sequence[CopyPair]) -> None:
+        self.events.append("copy start")
+        self.started.set()
+        assert self.release.wait(timeout=10)
+        self.inner.copy_tensors(pairs)
+        self.events.append("copy end")
+
+    def close(self) -> None:
+        self.events.append("close")
+        self.inner.close()
+
+
+def _in_thread(target: Callable[[], None], errors: list[BaseException]) -> threading.Thread:
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_close_waits_for_copies_in_flight(events: list[str]) -> None:
+    manager = DataTransferManager()
+    blocking = _BlockingTransfer(events)
+    manager.register_data_transfer(blocking)
+    src, dst = _host([1, 2, 3]), _host([0, 0, 0])
+    errors: list[BaseException] = []
+    copier = _in_thread(lambda: manager.copy_tensor(src, dst), errors)
+    assert blocking.started.wait(timeout=5)
+    closer = _in_thread(manager.close, errors)
+    _wait_until(lambda: manager.closed)
+    with pytest.raises(ClosedError, match="closed"):
+        manager.copy_tensor(src, dst)
+    closer.join(timeout=0.05)
+    assert closer.is_alive()
+    assert events == ["copy start"]
+    blocking.release.set()
+    copier.join(timeout=5)
+    closer.join(timeout=5)
+    assert errors == []
+    assert events == ["copy start", "copy end", "close"]
+    np.testing.assert_array_equal(_values(dst), [1, 2, 3])
+
+
+def test_close_closes_transfers_last_registered_first_once(
+    manager: DataTransferManager, make_cpu_transfer: MakeCpuTransfer, events: list[str]
+) -> None:
+    transfers = [make_cpu_transfer(str(n)) for n in range(3)]
+    for transfer in transfers:
+        manager.register_data_transfer(transfer)
+    manager.close()
+    assert events == ["close transfer 2", "close transfer 1", "close transfer 0"]
+    assert manager.closed
+    assert manager.data_transfers == ()
+    manager.close()
+    assert len(events) == 3
+
+
+def test_unregistered_transfers_are_not_closed_by_close(
+    manager: DataTransferManager, make_cpu_transfer: MakeCpuTransfer, events: list[str]
+) -> None:
+    kept, removed = make_cpu_transfer("kept"), make_cpu_transfer("removed")
+    manager.register_data_transfer(kept)
+    manager.register_data_transfer(removed)
+    manager.unregister_data_transfer(removed)
+    manager.close()
+    assert events == ["close transfer kept"]
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda m, make: m.copy_tensor(_host([1]), _host([0])),
+        lambda m, make: m.copy_tensors([_host([1])], [_host([0])]),
+        lambda m, make: m.copy_tensors_async([_host([1])], [_host([0])]),
+        lambda m, make: m.register_data_transfer(make("late")),
+    ],
+    ids=["copy_tensor", "copy_tensors", "copy_tensors_async", "register"],
+)
+def test_use_after_close_raises(
+    make_cpu_transfer: MakeCpuTransfer,
+    recording_cpu: Any,
+    use: Callable[[DataTransferManager, MakeCpuTransfer], object],
+) -> None:
+    manager = DataTransferManager()
+    manager.register_data_transfer(recording_cpu)
+    manager.close()
+    with pytest.raises(ClosedError, match=r"DataTransferManager .* is closed"):
+        use(manager, make_cpu_transfer)
+    assert recording_cpu.calls == []
