@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, SupportsIndex
 import numpy.typing as npt
 
 from tensorferry import Device, Environment, Tensor
-from tensorferry_webgpu._adapters import ADAPTERS_ENV, BACKEND_NAME
+from tensorferry_webgpu._adapters import ADAPTERS_ENV, BACKEND_NAME, adapters
 from tensorferry_webgpu._backend import WebGPUBackend, buffer_of, create_backend
 from tensorferry_webgpu._buffers import CacheMode, PoolStats
 from tensorferry_webgpu._context import Context, ContextOptions
@@ -40,6 +40,7 @@ __all__ = [
     "WebGPUBackend",
     "WebGPUDataTransfer",
     "WebGPUStorage",
+    "adapters",
     "adopt_device",
     "backend_of",
     "buffer_of",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ from tensorferry import Device, DeviceType, MemoryKind
 if TYPE_CHECKING:
     import wgpu
 
-__all__ = ["ADAPTERS_ENV", "BACKEND_NAME", "describe", "order_adapters"]
+__all__ = ["ADAPTERS_ENV", "BACKEND_NAME", "adapters", "describe", "order_adapters"]
 
 BACKEND_NAME = "webgpu"
 
@@ -20,6 +21,27 @@ ADAPTERS_ENV = "TENSORFERRY_WEBGPU_ADAPTERS"
 ``"Vulkan"``, ``"NVIDIA"``, ``"llvmpipe (LLVM 15.0.6, 256 bits) (CPU) via OpenGL"``).
 When set, only adapters matching a token become devices, ordered by the first
 token they match."""
+
+_lock = threading.Lock()
+_adapters: list[wgpu.GPUAdapter] | None = None
+
+
+def adapters() -> list[wgpu.GPUAdapter]:
+    """Every adapter wgpu reports, enumerated once per process and shared.
+
+    Sharing is required, not an optimisation: devices made from OpenGL adapters
+    of two separate enumerations abort the process (wgpu-hal's EGL context
+    lock fails with BadAccess) once both are polled from their threads. A wgpu
+    user who wants a device on the same GL adapter should request it from here.
+    """
+    global _adapters
+    with _lock:
+        if _adapters is None:
+            import wgpu
+
+            _adapters = list(wgpu.gpu.enumerate_adapters_sync())
+        return list(_adapters)
+
 
 _TYPE_RANK = {"DiscreteGPU": 0, "IntegratedGPU": 1, "VirtualGPU": 2, "CPU": 3}
 _API_RANK = {"Vulkan": 0, "Metal": 0, "D3D12": 0, "OpenGL": 1, "OpenGLES": 1}

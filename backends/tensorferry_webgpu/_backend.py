@@ -13,6 +13,7 @@ from tensorferry import (
     Tensor,
 )
 from tensorferry_webgpu._adapters import ADAPTERS_ENV, BACKEND_NAME, describe, order_adapters
+from tensorferry_webgpu._adapters import adapters as all_adapters
 from tensorferry_webgpu._buffers import PoolStats
 from tensorferry_webgpu._context import Context, ContextOptions
 from tensorferry_webgpu._storage import WebGPUStorage
@@ -40,10 +41,9 @@ class WebGPUBackend:
     name = BACKEND_NAME
 
     def __init__(self, options: ContextOptions | None = None) -> None:
-        import wgpu
 
         self.options = options or ContextOptions()
-        adapters = order_adapters(wgpu.gpu.enumerate_adapters_sync())
+        adapters = order_adapters(all_adapters())
         if not adapters:
             raise BackendUnavailableError(
                 f"wgpu found no adapter (after {ADAPTERS_ENV} filtering, if set); {_INSTALL_HINT}"
