@@ -33,7 +33,7 @@ def _lower(value: str) -> str:
     return value.lower()
 
 
-@attrs.frozen(order=False, cache_hash=True)
+@attrs.frozen(order=False, cache_hash=True, repr=False)
 class Device:
     """An immutable, hashable description of one device's memory.
 
@@ -67,6 +67,9 @@ class Device:
 
     def __str__(self) -> str:
         return "cpu" if self.is_host else f"{self.backend}:{self.index}"
+
+    def __repr__(self) -> str:
+        return f"<Device {self} {self.type.name} {self.name!r}>"
 
 
 HOST: Final = Device("cpu", 0, DeviceType.CPU, MemoryKind.DEFAULT, name="host memory")
