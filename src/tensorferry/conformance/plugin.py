@@ -1,0 +1,283 @@
+"""The pytest plugin behind ``python -m pytest --pyargs tensorferry.conformance``.
+
+Registered as the ``pytest11`` entry point ``tensorferry``, so it loads in every
+pytest run where tensorferry is installed. It therefore imports only the
+standard library and pytest at module level, and does nothing until a test asks
+for one of its fixtures: only then does it import tensorferry and open the
+session :class:`tensorferry.Environment` (closed when the session ends).
+
+Fixtures (all named ``tensorferry_*``; parametrized ones get readable ids):
+
+* ``tensorferry_pair``: every :class:`DevicePair` of the selected devices and
+  the host where at least one side belongs to a selected backend
+  (``cpu->mybackend:0``).
+* ``tensorferry_direct_pair``: the pairs that one registered transfer copies
+  directly (the others are routed through host memory by the manager).
+* ``tensorferry_device``: every device of the selected backends.
+* ``tensorferry_backend``: every selected backend's name.
+* ``tensorferry_env``: the session environment, restricted to the selected backends.
+* ``tensorferry_other_env``: a second session environment, for foreign-tensor tests.
+* ``tensorferry_new_env``: a factory of fresh environments, closed after the test.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, NamedTuple
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tensorferry import Device, Environment
+
+__all__ = ["DevicePair"]
+
+# The suite's shared checks live in a helper module; let pytest rewrite its asserts.
+pytest.register_assert_rewrite("tensorferry.conformance._support")
+
+_GROUP = "tensorferry.backends"
+_HOST_BACKEND = "cpu"
+_OPTION = "--tensorferry-backend"
+_MARKER = "tensorferry_conformance"
+
+
+class DevicePair(NamedTuple):
+    """A ``(src, dst)`` pair of devices a test copies between; ``str()`` is ``"src->dst"``."""
+
+    src: Device
+    dst: Device
+
+    def __str__(self) -> str:
+        return f"{self.src}->{self.dst}"
+
+
+def _installed_backends() -> list[str]:
+    return sorted({ep.name.lower() for ep in importlib.metadata.entry_points(group=_GROUP)})
+
+
+class _Selection:
+    """The backends under test and the session environments, opened on first need."""
+
+    def __init__(self, requested: list[str] | None) -> None:
+        self.requested = requested
+        self.names: list[str] = []
+        self.not_loaded: dict[str, str] = {}
+        self.without_devices: list[str] = []
+        self.devices: list[Device] = []
+        self.pairs: list[DevicePair] = []
+        self.direct_pairs: list[DevicePair] = []
+        self._env: Environment | None = None
+        self._other: Environment | None = None
+
+    @property
+    def opened(self) -> bool:
+        """True once the session environment exists."""
+        return self._env is not None
+
+    def environment(self) -> Environment:
+        """The session environment; raises ``pytest.UsageError`` when a selected
+        backend fails to load or has no devices."""
+        if self._env is None:
+            self._env = self._open()
+        return self._env
+
+    def other_environment(self) -> Environment:
+        """A second environment over the same backends, for foreign-tensor tests."""
+        if self._other is None:
+            import tensorferry
+
+            self._other = tensorferry.Environment(backends=self.names)
+        return self._other
+
+    def _open(self) -> Environment:
+        import tensorferry
+
+        if self.requested is None:
+            env = tensorferry.Environment()
+            names = env.load_all()
+            self.not_loaded = env.backend_errors
+        else:
+            env = tensorferry.Environment(backends=self.requested)
+            names = list(dict.fromkeys(self.requested))
+            for name in names:
+                try:
+                    env.backend(name)
+                except tensorferry.BackendUnavailableError:
+                    env.close()
+                    raise pytest.UsageError(
+                        f"{_OPTION}={name}: the backend failed to load: "
+                        f"{env.backend_errors.get(name, 'no reason recorded')}"
+                    ) from None
+        by_backend = {name: list(env.backend(name).devices()) for name in names}
+        self.without_devices = [name for name, devices in by_backend.items() if not devices]
+        if self.without_devices and self.requested is not None:
+            env.close()
+            raise pytest.UsageError(
+                f"{_OPTION}: backend(s) {', '.join(self.without_devices)} loaded but list no "
+                "devices; a backend needs at least one device to be tested"
+            )
+        self.names = [name for name in names if by_backend[name]]
+        self.devices = [d for name in self.names for d in by_backend[name]]
+        universe = list(dict.fromkeys([tensorferry.HOST, *self.devices]))
+        manager = env.data_transfer_manager
+        self.pairs = [
+            DevicePair(src, dst)
+            for src in universe
+            for dst in universe
+            if src.backend in self.names or dst.backend in self.names
+        ]
+        self.direct_pairs = [
+            p for p in self.pairs if manager.get_data_transfer(p.src, p.dst) is not None
+        ]
+        return env
+
+    def summary(self) -> list[str]:
+        """Lines for the terminal summary: what was tested, and what was not."""
+        routed = [str(p) for p in self.pairs if p not in self.direct_pairs]
+        lines = [
+            f"backends: {', '.join(self.names)}",
+            f"devices: {', '.join(str(d) for d in self.devices)}",
+            f"device pairs: {len(self.pairs)} ({len(routed)} routed through host memory"
+            + (f": {', '.join(routed)})" if routed else ")"),
+        ]
+        lines += [f"not tested, failed to load: {reason}" for reason in self.not_loaded.values()]
+        lines += [f"not tested, lists no devices: {name}" for name in self.without_devices]
+        return lines
+
+    def close(self) -> None:
+        """Close the session environments, if they were opened."""
+        for env in (self._other, self._env):
+            if env is not None:
+                env.close()
+
+
+_SELECTION = pytest.StashKey[_Selection]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add ``--tensorferry-backend``."""
+    group = parser.getgroup("tensorferry", "tensorferry conformance suite")
+    group.addoption(
+        _OPTION,
+        action="append",
+        dest="tensorferry_backends",
+        metavar="NAME",
+        default=None,
+        help=(
+            "backend to run the tensorferry conformance suite against (repeatable); "
+            "default: every backend that loads"
+        ),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker and check the requested backend names."""
+    config.addinivalue_line(
+        "markers", f"{_MARKER}: a test of tensorferry's shipped conformance suite"
+    )
+    requested = config.getoption("tensorferry_backends")
+    if requested is not None:
+        requested = [name.strip().lower() for name in requested]
+        installed = _installed_backends()
+        unknown = [name for name in requested if name not in installed]
+        if unknown:
+            raise pytest.UsageError(
+                f"{_OPTION}: no backend named {', '.join(map(repr, unknown))}; available "
+                f"backends: {', '.join(installed) or 'none'} (entry-point group {_GROUP!r})"
+            )
+    config.stash[_SELECTION] = _Selection(requested)
+
+
+def pytest_collection(session: pytest.Session) -> None:
+    """Open the environment now when backends were named, so load errors are usage errors."""
+    selection = session.config.stash[_SELECTION]
+    if selection.requested is not None:
+        selection.environment()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize the ``tensorferry_*`` device fixtures a test asks for."""
+    wanted = {
+        "tensorferry_pair",
+        "tensorferry_direct_pair",
+        "tensorferry_device",
+        "tensorferry_backend",
+    }.intersection(metafunc.fixturenames)
+    if not wanted:
+        return
+    selection = metafunc.config.stash[_SELECTION]
+    selection.environment()
+    values: dict[str, Iterable[object]] = {
+        "tensorferry_pair": selection.pairs,
+        "tensorferry_direct_pair": selection.direct_pairs,
+        "tensorferry_device": selection.devices,
+        "tensorferry_backend": selection.names,
+    }
+    for name in sorted(wanted):
+        params = list(values[name])
+        metafunc.parametrize(name, params, ids=[str(p) for p in params], scope="function")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the suite's own tests with ``tensorferry_conformance``."""
+    for item in items:
+        module = getattr(item, "module", None)
+        if getattr(module, "__name__", "").startswith(f"{__package__}."):
+            item.add_marker(_MARKER)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which backends, devices and pairs were tested, when the suite ran."""
+    selection = terminalreporter.config.stash.get(_SELECTION, None)
+    if selection is None or not selection.opened:
+        return
+    terminalreporter.write_sep("-", "tensorferry conformance")
+    for line in selection.summary():
+        terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Close the session environments."""
+    session.config.stash[_SELECTION].close()
+
+
+@pytest.fixture(scope="session")
+def tensorferry_env(pytestconfig: pytest.Config) -> Environment:
+    """The session :class:`tensorferry.Environment`, restricted to the selected backends."""
+    return pytestconfig.stash[_SELECTION].environment()
+
+
+@pytest.fixture(scope="session")
+def tensorferry_other_env(pytestconfig: pytest.Config) -> Environment:
+    """A second environment over the selected backends; its tensors are foreign to
+    ``tensorferry_env``."""
+    selection = pytestconfig.stash[_SELECTION]
+    selection.environment()
+    return selection.other_environment()
+
+
+@pytest.fixture
+def tensorferry_new_env(
+    pytestconfig: pytest.Config,
+) -> Iterator[Callable[[], Environment]]:
+    """A factory of fresh environments over the selected backends, closed after the test.
+
+    Use it for tests that change an environment (unregister transfers, close it).
+    """
+    import tensorferry
+
+    selection = pytestconfig.stash[_SELECTION]
+    selection.environment()
+    made: list[Environment] = []
+
+    def new_env() -> Environment:
+        env = tensorferry.Environment(backends=selection.names)
+        made.append(env)
+        return env
+
+    yield new_env
+    for env in made:
+        env.close()
