@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tensorferry import HOST, ClosedError, CopyPair, Device, HostStorage, Tensor
+from tensorferry import HOST, ClosedError, CopyPair, Device, HostStorage, Tensor, UnknownDeviceError
 
 __all__ = ["CpuBackend", "CpuDataTransfer", "create_backend"]
 
@@ -57,9 +57,11 @@ class CpuBackend:
         return [HOST]
 
     def allocate(self, device: Device, nbytes: int) -> HostStorage:
-        """Fresh host memory; raises ValueError for a device other than the host."""
+        """Fresh host memory; raises UnknownDeviceError for a device other than the host."""
         if not device.is_host:
-            raise ValueError(f"the cpu backend allocates host memory only, got device {device}")
+            raise UnknownDeviceError(
+                f"the cpu backend allocates host memory only, got device {device}"
+            )
         return HostStorage.allocate(nbytes)
 
     def data_transfers(self) -> list[CpuDataTransfer]:

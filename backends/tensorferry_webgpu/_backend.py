@@ -11,6 +11,7 @@ from tensorferry import (
     Device,
     DeviceLostError,
     Tensor,
+    UnknownDeviceError,
 )
 from tensorferry_webgpu._adapters import ADAPTERS_ENV, BACKEND_NAME, describe, order_adapters
 from tensorferry_webgpu._adapters import adapters as all_adapters
@@ -114,7 +115,7 @@ class WebGPUBackend:
             if self._closed:
                 raise ClosedError("the webgpu backend is closed")
             if not self.owns(device):
-                raise LookupError(f"{device} is not a device of this webgpu backend")
+                raise UnknownDeviceError(f"{device} is not a device of this webgpu backend")
             context = self._contexts.get(index)
             if context is not None and not context.lost:
                 return context

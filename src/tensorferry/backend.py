@@ -34,7 +34,8 @@ class Backend(Protocol):
       ``"name:i"``); every device's ``backend`` is the backend's name.
     * ``allocate(device, nbytes)`` returns fresh storage on one of those devices;
       it raises ``MemoryError`` (:class:`~tensorferry.errors.OutOfDeviceMemoryError`)
-      when the device cannot hold it.
+      when the device cannot hold it, and ``LookupError``
+      (:class:`~tensorferry.errors.UnknownDeviceError`) for a device it does not own.
     * ``data_transfers()`` returns the transfers to register, each claiming only
       pairs between the backend's own devices and host memory
       (:data:`tensorferry.HOST`).
