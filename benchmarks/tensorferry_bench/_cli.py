@@ -1,0 +1,233 @@
+"""Command line of the benchmark: ``tensorferry bench`` and ``python -m tensorferry_bench``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ._plot import PlotUnavailableError, draw_plot
+from ._report import check_targets, machine_info, render_text, to_json
+from ._runner import (
+    DEFAULT_PATHS,
+    DEFAULT_SIZES,
+    PATH_NAMES,
+    BenchConfig,
+    RunOutcome,
+    run_benchmark,
+)
+from ._targets import TARGET_SETS, select_target_set
+from ._timing import Timing
+from ._workload import Op, format_size, parse_size
+
+__all__ = ["build_parser", "main"]
+
+_QUICK_SIZES = (4 << 10, 64 << 10, 1 << 20, 4 << 20)
+_FULL_TIMING = Timing()
+_QUICK_TIMING = Timing(warmup=1, min_repeats=3, min_seconds=0.02, max_repeats=50)
+_RESULTS_DIR = Path("bench-results")
+
+
+def _size_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(parse_size(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _one_size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _batch(text: str) -> tuple[int, int]:
+    count, sep, size = text.lower().partition("x")
+    try:
+        if not sep or int(count) <= 0:
+            raise ValueError(f"cannot parse batch {text!r}; expected COUNTxSIZE, e.g. 1000x1K")
+        return int(count), parse_size(size)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _choices(valid: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(part.strip() for part in text.split(",") if part.strip())
+        unknown = [n for n in names if n not in valid]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(map(repr, unknown)) or 'empty list'}; "
+                f"choose from: {', '.join(valid)}"
+            )
+        return names
+
+    return parse
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The benchmark's argument parser."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "Measure tensorferry's transfers (upload, download, device-to-device, round trip, "
+            "host-to-host, and batches of small tensors) next to raw wgpu-py, numpy.copyto, "
+            "torch CUDA and ONNX Runtime's WebGPU EP where those are available. Prints GB/s "
+            "tables, ratios and the issue's targets, writes JSON and a PNG plot."
+        ),
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"seconds, not minutes: sizes {', '.join(map(format_size, _QUICK_SIZES))}, "
+        "few repeats",
+    )
+    parser.add_argument(
+        "--device",
+        default="webgpu",
+        help="tensorferry device: webgpu, webgpu:1, cpu... (default: webgpu)",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=_size_list,
+        help="comma-separated sizes, e.g. 4K,1M,64MiB (default: powers of 4 from 4 KiB to 256 MiB)",
+    )
+    parser.add_argument("--max-size", type=_one_size, help="leave out sizes above this")
+    parser.add_argument(
+        "--batch",
+        type=_batch,
+        default=(1000, 1024),
+        metavar="COUNTxSIZE",
+        help="the batch workload (default: 1000x1K)",
+    )
+    op_names = [op.value for op in Op]
+    parser.add_argument(
+        "--ops", type=_choices(op_names), help=f"comma-separated ops: {', '.join(op_names)}"
+    )
+    parser.add_argument(
+        "--paths",
+        type=_choices(PATH_NAMES),
+        help=f"comma-separated paths: {', '.join(PATH_NAMES)} (default: all but "
+        "tensorferry-nowait, which times tensorferry's copies into device memory without "
+        "waiting for the device)",
+    )
+    parser.add_argument("--repeats", type=int, help="timed runs per case, at least (default 5)")
+    parser.add_argument("--warmup", type=int, help="untimed runs per case first (default 2)")
+    parser.add_argument(
+        "--min-time", type=float, help="seconds of timed runs per case, at least (default 0.2)"
+    )
+    parser.add_argument(
+        "--json", type=Path, help=f"where to write the JSON (default: {_RESULTS_DIR}/...json)"
+    )
+    parser.add_argument(
+        "--plot", type=Path, help="where to draw the PNG (default: next to the JSON)"
+    )
+    parser.add_argument(
+        "--targets",
+        choices=("auto", *TARGET_SETS, "all", "none"),
+        default="auto",
+        help="which of the issue's targets to check (default: auto, by the adapter type of "
+        "the device: a CPU adapter is lavapipe, a GPU is a GPU; none for other devices)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="show no progress")
+    parser.add_argument(
+        "--traceback", action="store_true", help="print the traceback of every failed case"
+    )
+    return parser
+
+
+def _config(args: argparse.Namespace) -> BenchConfig:
+    base = _QUICK_TIMING if args.quick else _FULL_TIMING
+    timing = Timing(
+        warmup=base.warmup if args.warmup is None else args.warmup,
+        min_repeats=base.min_repeats if args.repeats is None else args.repeats,
+        min_seconds=base.min_seconds if args.min_time is None else args.min_time,
+        max_repeats=base.max_repeats,
+    )
+    if timing.warmup < 0 or timing.min_repeats < 1 or timing.min_seconds < 0:
+        raise ValueError("expected --warmup >= 0, --repeats >= 1 and --min-time >= 0")
+    sizes = args.sizes or (_QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    if args.max_size is not None:
+        sizes = tuple(n for n in sizes if n <= args.max_size)
+    ops = tuple(Op(name) for name in args.ops) if args.ops else tuple(Op)
+    if not sizes and not any(op.is_batch for op in ops):
+        raise ValueError("no size is left to measure; check --sizes and --max-size")
+    count, nbytes = args.batch
+    return BenchConfig(
+        device=args.device,
+        sizes=tuple(sorted(set(sizes))),
+        batch_count=count,
+        batch_nbytes=nbytes,
+        ops=ops,
+        paths=args.paths or DEFAULT_PATHS,
+        timing=timing,
+        progress=not args.no_progress,
+        traceback=args.traceback,
+    )
+
+
+def _wgpu_adapter(outcome: RunOutcome) -> dict[str, object]:
+    """The adapter raw wgpu-py used (that of the device under test), or ``{}``."""
+    for info in outcome.paths:
+        adapter = info.details.get("adapter")
+        if info.name == "wgpu-py" and isinstance(adapter, dict):
+            return adapter
+    return {}
+
+
+def _adapter_summary(outcome: RunOutcome) -> str | None:
+    """One line naming the accelerator measured."""
+    summary = _wgpu_adapter(outcome).get("summary") or outcome.device.get("name")
+    return str(summary) if summary else None
+
+
+def _adapter_type(outcome: RunOutcome) -> str | None:
+    """The ``adapter_type`` property of the tensorferry device under test, if it has one."""
+    properties = outcome.device.get("properties")
+    if isinstance(properties, dict):
+        return str(properties.get("adapter_type", "")) or None
+    return None
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Run the benchmark; return 0, 1 if a transfer returned wrong data, 130 on Ctrl-C."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    try:
+        config = _config(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    outcome = run_benchmark(config)
+    targets = check_targets(outcome, select_target_set(args.targets, _adapter_type(outcome)))
+    print(render_text(outcome, targets), flush=True)
+
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+    json_path: Path = args.json or _RESULTS_DIR / f"tensorferry-bench-{stamp}.json"
+    plot_path: Path = args.plot or json_path.with_suffix(".png")
+    command = [
+        *(prog or "python -m tensorferry_bench").split(),
+        *(sys.argv[1:] if argv is None else argv),
+    ]
+    machine = machine_info(command) | {"adapter": _adapter_summary(outcome)}
+    document = to_json(outcome, targets, machine)
+    try:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"\nwrote {json_path}")
+    except OSError as exc:
+        print(f"\nwarning: cannot write {json_path}: {exc}", file=sys.stderr)
+    try:
+        draw_plot(outcome, plot_path)
+        print(f"wrote {plot_path}")
+    except PlotUnavailableError as exc:
+        print(f"note: {exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        print(f"note: no plot: {exc}", file=sys.stderr)
+
+    if outcome.interrupted:
+        return 130
+    return 1 if any(r.wrong_data for r in outcome.results) else 0

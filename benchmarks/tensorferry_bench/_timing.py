@@ -1,0 +1,101 @@
+"""Repeat a transfer and keep its run times: warm-up excluded, median reported."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable, Mapping
+
+import attrs
+
+__all__ = ["Samples", "Timing", "measure_interleaved"]
+
+
+@attrs.frozen
+class Timing:
+    """How long to measure one case.
+
+    ``warmup`` untimed runs, then timed runs until at least ``min_repeats`` runs
+    *and* ``min_seconds`` of them (the runs' own time), or ``max_repeats`` runs,
+    whichever comes first.
+    """
+
+    warmup: int = 2
+    min_repeats: int = 5
+    min_seconds: float = 0.2
+    max_repeats: int = 1000
+
+
+@attrs.frozen
+class Samples:
+    """Run times of one case, in seconds, in the order they were taken."""
+
+    seconds: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        """The median run time: what every GB/s figure and ratio is computed from."""
+        return statistics.median(self.seconds)
+
+    @property
+    def fastest(self) -> float:
+        """The fastest run."""
+        return min(self.seconds)
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range relative to the median (0.1 means +-5 %); 0 for < 4 runs."""
+        if len(self.seconds) < 4:
+            return 0.0
+        low, _, high = statistics.quantiles(self.seconds, n=4)
+        return (high - low) / self.median
+
+
+def measure_interleaved(
+    runs: Mapping[str, Callable[[], object]], timing: Timing
+) -> dict[str, Samples | Exception]:
+    """Time several paths' runs of one workload, round-robin, so that noise from the
+    rest of the machine falls on all of them alike and caches are as cold for each.
+
+    Every run gets ``timing.warmup`` untimed runs, then timed runs until it has
+    ``min_repeats`` runs *and* ``min_seconds`` of them, or ``max_repeats``. A run
+    that raises stops there and its exception is returned in its place. The
+    garbage collector is paused while timing, as ``timeit`` does.
+    """
+    outcome: dict[str, Samples | Exception] = {}
+    active = dict(runs)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+
+    def attempt(name: str) -> float | None:
+        before = time.perf_counter_ns()
+        try:
+            active[name]()
+        except Exception as exc:
+            outcome[name] = exc
+            del active[name]
+            return None
+        return (time.perf_counter_ns() - before) / 1e9
+
+    for _ in range(timing.warmup):
+        for name in list(active):
+            attempt(name)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        while active:
+            for name in list(active):
+                elapsed = attempt(name)
+                if elapsed is None:
+                    continue
+                taken = times[name]
+                taken.append(elapsed)
+                if len(taken) >= timing.max_repeats or (
+                    len(taken) >= timing.min_repeats and sum(taken) >= timing.min_seconds
+                ):
+                    outcome[name] = Samples(tuple(taken))
+                    del active[name]
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return outcome
