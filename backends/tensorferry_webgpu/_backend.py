@@ -16,7 +16,7 @@ from tensorferry import (
 from tensorferry_webgpu._adapters import ADAPTERS_ENV, BACKEND_NAME, describe, order_adapters
 from tensorferry_webgpu._adapters import adapters as all_adapters
 from tensorferry_webgpu._buffers import PoolStats
-from tensorferry_webgpu._context import Context, ContextOptions
+from tensorferry_webgpu._context import MAPPABLE, Context, ContextOptions, wants_mapped_storage
 from tensorferry_webgpu._storage import WebGPUStorage
 from tensorferry_webgpu._transfer import WebGPUDataTransfer
 
@@ -124,6 +124,7 @@ class WebGPUBackend:
             adapter = self._adapters[index]
             gpu = adapter.request_device_sync(
                 label=f"tensorferry {device}",
+                required_features=[MAPPABLE] if wants_mapped_storage(self.options, adapter) else [],
                 required_limits={
                     "max-buffer-size": adapter.limits["max-buffer-size"],
                     "max-storage-buffer-binding-size": adapter.limits[

@@ -15,20 +15,42 @@ from tensorferry_webgpu._patch import BytePatcher
 if TYPE_CHECKING:
     import wgpu
 
-__all__ = ["Context", "ContextOptions"]
+__all__ = ["MAPPABLE", "Context", "ContextOptions", "wants_mapped_storage"]
+
+MAPPABLE = "mappable-primary-buffers"
+"""wgpu's native feature that lets buffers combine MAP_READ/MAP_WRITE with any usage."""
+
+
+def wants_mapped_storage(options: ContextOptions, adapter: wgpu.GPUAdapter) -> bool:
+    """Whether a context on ``adapter`` should request :data:`MAPPABLE`."""
+    if MAPPABLE not in adapter.features:
+        return False
+    if options.map_storage is not None:
+        return options.map_storage
+    return str(adapter.info["adapter_type"]) in {"CPU", "IntegratedGPU"}
 
 
 @attrs.frozen
 class ContextOptions:
     """Tuning of a context's memory: cache mode and cap of the device buffer pool,
-    size and count of staging chunks per direction, and the largest upload sent
-    through ``queue.write_buffer`` instead of pooled staging."""
+    size and count of staging chunks per direction, the largest upload sent
+    through ``queue.write_buffer`` instead of pooled staging, and whether tensor
+    buffers are host-mappable (``map_storage``).
+
+    ``map_storage=None`` (the default) maps tensor buffers directly on
+    unified-memory adapters (CPU adapters such as lavapipe, integrated GPUs)
+    that offer wgpu's ``mappable-primary-buffers`` feature: a large upload or
+    download there is one host copy instead of two. Discrete GPUs keep staging,
+    since mappable buffers would live in slower host-visible memory.
+    """
 
     cache_mode: CacheMode = CacheMode.BUCKET
     max_cached_bytes: int = 256 << 20
     staging_chunk: int = attrs.field(default=8 << 20)
     staging_chunks: int = attrs.field(default=max(4, WORKERS + 2))
     small_upload: int = 64 << 10
+    map_storage: bool | None = None
+    direct_min: int = 1 << 20
 
     @staging_chunk.validator
     def _check_chunk(self, _attribute: object, value: int) -> None:
@@ -70,6 +92,9 @@ class Context:
         self.max_buffer_size = int(gpu.limits["max-buffer-size"])
         self.lock = threading.RLock()
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+        self.mapped_storage = MAPPABLE in gpu.features
+        if self.mapped_storage:
+            usage |= wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.MAP_WRITE
         self.pool = BufferPool(
             gpu, usage, mode=options.cache_mode, max_cached_bytes=options.max_cached_bytes
         )

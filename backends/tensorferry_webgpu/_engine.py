@@ -32,7 +32,8 @@ _PACK = 16  # alignment of pieces inside a staging chunk
 WORKERS = max(2, min(8, os.cpu_count() or 1))
 """Host-copy threads: chunks of a large tensor are copied by this many threads at once."""
 _pool: ThreadPoolExecutor | None = None
-AHEAD = 2
+_MAP_BOTH = 0x0001 | 0x0002  # wgpu.BufferUsage.MAP_READ | MAP_WRITE
+AHEAD = 1
 """Download copies in flight on the GPU beyond those being drained. wgpu-native's
 blocking poll waits for the whole queue before it resolves any map, so keeping
 the queue short lets chunk k map while chunk k+1 copies."""
@@ -58,6 +59,21 @@ def workers() -> ThreadPoolExecutor:
     if _pool is None:
         _pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="tensorferry-copy")
     return _pool
+
+
+def _parallel_copy(dst: Bytes, src: Bytes) -> None:
+    """``dst[...] = src`` in a few large parts on the worker threads."""
+    n = dst.nbytes
+    parts = min(WORKERS, max(1, n >> 22))
+    if parts < 2:
+        np.copyto(dst, src)
+        return
+    step = (-(-n // parts) + 4095) & ~4095
+    futures = [
+        workers().submit(np.copyto, dst[i : i + step], src[i : i + step]) for i in range(0, n, step)
+    ]
+    for future in futures:
+        future.result()
 
 
 def _address(array: Bytes) -> int:
@@ -106,6 +122,10 @@ class Run:
             return
         if self._host_writes and self._overlaps_pending_download(src):
             self.finish()  # the source is a download target earlier in this batch
+        if self._direct(buffer, n):
+            self.submit()  # the map below waits for every earlier command on the buffer
+            self._mapped_copy(buffer, offset, n, src, write=True)
+            return
         lo, hi = _up4(offset), _down4(offset + n)
         if hi <= lo:
             self._inline(buffer, offset, src.tobytes())
@@ -144,7 +164,19 @@ class Run:
         n = dst.nbytes
         if n == 0:
             return
-        start, end = _down4(offset), _up4(offset + n)
+        start, end = offset & ~3, (offset + n + 3) & ~3
+        used = self._down_used
+        if self._down is not None and end - start <= self._chunk - used:
+            # The common small case: one copy into the open chunk.
+            self._enc().copy_buffer_to_buffer(buffer, start, self._down, used, end - start)
+            self._down_entries.append((used + offset - start, dst))
+            self._down_used = (used + end - start + _PACK - 1) & ~(_PACK - 1)
+            self._host_writes.append((address, address + n))
+            return
+        if self._direct(buffer, n):
+            self.finish()  # earlier downloads land first, so later writes win
+            self._mapped_copy(buffer, offset, n, dst, write=False)
+            return
         if end - start > self._chunk:
             self._stream_download(buffer, start, end, offset, dst)
             return
@@ -165,6 +197,42 @@ class Run:
                 self._seal_down()
                 self.submit()
         self._host_writes.append((address, address + n))
+
+    def _direct(self, buffer: wgpu.GPUBuffer, n: int) -> bool:
+        """Whether to map the tensor's own buffer (unified memory, large enough)."""
+        ctx = self._ctx
+        return (
+            ctx.mapped_storage
+            and n >= ctx.options.direct_min
+            and buffer.usage & _MAP_BOTH == _MAP_BOTH
+        )
+
+    def _mapped_copy(
+        self, buffer: wgpu.GPUBuffer, offset: int, n: int, host: Bytes, *, write: bool
+    ) -> None:
+        """Copy between host bytes and a mapped range of the tensor's own buffer.
+
+        Only the view's bytes are touched, so any offset and size is exact.
+        The buffer is unmapped before anything else can be submitted.
+        """
+        import wgpu
+
+        start, end = offset & ~7, (offset + n + 3) & ~3
+        mode = wgpu.MapMode.WRITE if write else wgpu.MapMode.READ
+        buffer.map_async(mode, start, end - start).sync_wait()
+        try:
+            if write:
+                raw = buffer._experimental_get_mapped_range(start, end - start)
+            else:
+                raw = buffer.read_mapped(start, end - start, copy=False)
+            mapped = np.frombuffer(raw, np.uint8)[offset - start : offset - start + n]
+            if write:
+                _parallel_copy(mapped, host)
+            else:
+                _parallel_copy(host, mapped)
+            del mapped, raw  # no view of mapped memory may outlive the unmap
+        finally:
+            buffer.unmap()
 
     def _stream_upload(self, body: Bytes, buffer: wgpu.GPUBuffer, lo: int) -> None:
         """Upload a body larger than a chunk: worker threads fill several staging
@@ -212,7 +280,7 @@ class Run:
         staging, ctx = self._ctx.download_staging, self._ctx
         n = dst.nbytes
         pieces = deque((pos, min(self._chunk, end - pos)) for pos in range(start, end, self._chunk))
-        issued: deque[tuple[wgpu.GPUBuffer, object, int, int]] = deque()
+        issued: deque[tuple[wgpu.GPUBuffer, int, int]] = deque()
         jobs: deque[tuple[Future[None], wgpu.GPUBuffer]] = deque()
         limit = staging.limit
 
@@ -223,16 +291,17 @@ class Run:
                 encoder = ctx.gpu.create_command_encoder()
                 encoder.copy_buffer_to_buffer(buffer, pos, chunk, 0, take)
                 ctx.queue.submit([encoder.finish()])
-                promise = chunk.map_async(staging.map_mode, 0, take)
             except BaseException:
                 staging.discard(chunk)
                 raise
-            issued.append((chunk, promise, pos, take))
+            issued.append((chunk, pos, take))
 
         def drain() -> None:
-            chunk, promise, pos, take = issued.popleft()
+            # Mapping only now keeps wgpu's poll thread idle while the host copies
+            # the previous chunk and the device copies this one.
+            chunk, pos, take = issued.popleft()
             try:
-                promise.sync_wait()  # type: ignore[attr-defined]
+                chunk.map_async(staging.map_mode, 0, take).sync_wait()
                 mapped = np.frombuffer(chunk.read_mapped(0, take, copy=False), np.uint8)
             except BaseException:
                 staging.discard(chunk)
@@ -262,9 +331,7 @@ class Run:
                 else:
                     land()
         except BaseException:
-            for chunk, promise, _, _ in issued:
-                with contextlib.suppress(Exception):
-                    promise.sync_wait()  # type: ignore[attr-defined]
+            for chunk, _, _ in issued:
                 staging.discard(chunk)
             self._abandon_jobs(staging, list(jobs))
             raise

@@ -22,12 +22,6 @@ __all__ = ["WebGPUDataTransfer"]
 _Op = Callable[[Run], None]
 
 
-def _host_address(tensor: Tensor) -> int:
-    storage = tensor.storage
-    assert isinstance(storage, HostStorage)
-    return storage.address + tensor.offset
-
-
 def _host_bytes(tensor: Tensor) -> Bytes:
     storage = tensor.storage
     if not isinstance(storage, HostStorage):
@@ -165,34 +159,55 @@ class WebGPUDataTransfer:
         """Check every pair and turn the batch into runs of ops, one run per context change."""
         self._check_open()
         runs: list[tuple[Context, list[_Op]]] = []
+        ops: list[_Op] = []
+        current: Context | None = None
         for src, dst in pairs:
             op: _Op
-            if isinstance(src.storage, WebGPUStorage):
-                context, source = self._gpu_side(src)
-                src_at = source.base + src.offset
-                if isinstance(dst.storage, WebGPUStorage):
-                    dst_context, target = self._gpu_side(dst)
-                    if dst_context is not context:
+            source, target = src.storage, dst.storage
+            if type(source) is WebGPUStorage or isinstance(source, WebGPUStorage):
+                context = self._usable(src, source)
+                if isinstance(target, WebGPUStorage):
+                    if self._usable(dst, target) is not context:
                         raise ValueError(
                             f"{src!r} and {dst!r} are on different WebGPU devices; "
                             "expected one device (the manager routes others through host)"
                         )
-                    op = _device_copy(source, src_at, target, dst.offset + target.base, src.nbytes)
+                    op = _device_copy(
+                        source,
+                        source.base + src.offset,
+                        target,
+                        target.base + dst.offset,
+                        src.nbytes,
+                    )
                 else:
-                    op = _download(source, src_at, _host_bytes(dst), _host_address(dst))
+                    host = _host_bytes(dst)
+                    address = target.address + dst.offset  # type: ignore[attr-defined]
+                    op = _download(source, source.base + src.offset, host, address)
             else:
                 host = _host_bytes(src)
-                if not isinstance(dst.storage, WebGPUStorage):
+                if not isinstance(target, WebGPUStorage):
                     raise TypeError(f"the webgpu transfer does not copy {src!r} -> {dst!r}")
-                context, target = self._gpu_side(dst)
+                context = self._usable(dst, target)
                 op = _upload(host, target, target.base + dst.offset)
-            if src.nbytes == 0:
+            if not src.nbytes:
                 continue
-            if runs and runs[-1][0] is context:
-                runs[-1][1].append(op)
-            else:
-                runs.append((context, [op]))
+            if context is not current:
+                ops = []
+                runs.append((context, ops))
+                current = context
+            ops.append(op)
         return runs
+
+    def _usable(self, tensor: Tensor, storage: WebGPUStorage) -> Context:
+        context = storage.context
+        if (
+            context.closed
+            or context.lost
+            or storage.external
+            or context.backend is not self._backend
+        ):
+            self._gpu_side(tensor)  # raises with the reason
+        return context
 
     def _hold(self, context: Context) -> None:
         if context in self._contexts:
