@@ -46,7 +46,7 @@ class ContextOptions:
 
     cache_mode: CacheMode = CacheMode.BUCKET
     max_cached_bytes: int = 256 << 20
-    staging_chunk: int = attrs.field(default=8 << 20)
+    staging_chunk: int = attrs.field(default=16 << 20)
     staging_chunks: int = attrs.field(default=max(4, WORKERS + 2))
     small_upload: int = 64 << 10
     map_storage: bool | None = None

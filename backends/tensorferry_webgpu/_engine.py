@@ -29,11 +29,11 @@ if TYPE_CHECKING:
 __all__ = ["WORKERS", "Run", "workers"]
 
 _PACK = 16  # alignment of pieces inside a staging chunk
-WORKERS = max(2, min(8, os.cpu_count() or 1))
+WORKERS = max(2, min(12, os.cpu_count() or 1))
 """Host-copy threads: chunks of a large tensor are copied by this many threads at once."""
 _pool: ThreadPoolExecutor | None = None
 _MAP_BOTH = 0x0001 | 0x0002  # wgpu.BufferUsage.MAP_READ | MAP_WRITE
-AHEAD = 1
+AHEAD = 2
 """Download copies in flight on the GPU beyond those being drained. wgpu-native's
 blocking poll waits for the whole queue before it resolves any map, so keeping
 the queue short lets chunk k map while chunk k+1 copies."""

@@ -95,14 +95,18 @@ class WebGPUDataTransfer:
             or (target.base + dst.offset) % 4
         ):
             return False
-        context, _ = self._gpu_side(dst)
-        self._hold(context)
+        context = self._usable(dst, target)
+        if context not in self._contexts:
+            self._hold(context)
+        source = src.storage.array
         with context.lock:
             if context.closed or context.lost:
                 context.check_usable()
             try:
                 context.queue.write_buffer(
-                    target.buffer, target.base + dst.offset, _host_bytes(src)
+                    target.buffer,
+                    target.base + dst.offset,
+                    source[src.offset : src.offset + nbytes],
                 )
                 context.queue.submit([])
             except Exception as exc:
@@ -210,15 +214,14 @@ class WebGPUDataTransfer:
         return context
 
     def _hold(self, context: Context) -> None:
-        if context in self._contexts:
-            return
         with self._lock:
             if all(c is not context for c in self._contexts):
                 self._contexts.append(context.acquire())
 
     def _execute(self, runs: list[tuple[Context, list[_Op]]]) -> None:
         for context, ops in runs:
-            self._hold(context)
+            if context not in self._contexts:
+                self._hold(context)
             with context.lock:
                 context.check_usable()
                 run = Run(context)

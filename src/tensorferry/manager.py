@@ -91,6 +91,7 @@ class DataTransferManager:
         self._transfers: tuple[IDataTransfer, ...] = ()
         self._routes: dict[tuple[Device, Device], _Route | None] = {}
         self._in_flight: dict[int, int] = {}  # id(transfer) -> copies using it now
+        self._waiting = 0  # threads in close() or unregister(wait=True)
         self._closed = False
 
     # registry -------------------------------------------------------------
@@ -135,8 +136,10 @@ class DataTransferManager:
                 raise LookupError(f"{transfer!r} is not registered with this manager")
             self._transfers = tuple(t for t in self._transfers if t is not transfer)
             self._routes.clear()
+            self._waiting += 1
             while wait and self._in_flight.get(id(transfer)):
                 self._lock.wait()
+            self._waiting -= 1
 
     def get_data_transfer(self, src_device: Device, dst_device: Device) -> IDataTransfer | None:
         """The first registered transfer that copies ``src_device`` -> ``dst_device``, or None."""
@@ -169,8 +172,10 @@ class DataTransferManager:
             if self._closed:
                 return
             self._closed = True
+            self._waiting += 1
             while self._in_flight:
                 self._lock.wait()
+            self._waiting -= 1
             transfers, self._transfers = self._transfers, ()
             self._routes.clear()
         for transfer in reversed(transfers):
@@ -180,7 +185,8 @@ class DataTransferManager:
 
     def copy_tensor(self, src: Tensor, dst: Tensor) -> None:
         """Copy ``src`` into ``dst``; see :meth:`copy_tensors` for what it raises."""
-        self._check_open()
+        if self._closed:
+            self._check_open()
         self._check_pair(0, src, dst)
         route = self._route(src.device, dst.device)
         if route is None or len(route.hops) != 1:
@@ -255,7 +261,8 @@ class DataTransferManager:
                     self._in_flight[key] = left
                 else:
                     del self._in_flight[key]
-            self._lock.notify_all()
+                    if self._waiting:
+                        self._lock.notify_all()
 
     def _check_open(self) -> None:
         if self._closed:
