@@ -22,7 +22,7 @@ import numpy.typing as npt
 from tensorferry import Device, Environment, Tensor
 from tensorferry_webgpu._adapters import ADAPTERS_ENV, BACKEND_NAME, adapters
 from tensorferry_webgpu._backend import WebGPUBackend, buffer_of, create_backend
-from tensorferry_webgpu._buffers import CacheMode, PoolStats
+from tensorferry_webgpu._buffers import CacheMode, PoolStats, StagingStats
 from tensorferry_webgpu._context import Context, ContextOptions
 from tensorferry_webgpu._storage import WebGPUStorage
 from tensorferry_webgpu._transfer import WebGPUDataTransfer
@@ -37,6 +37,7 @@ __all__ = [
     "Context",
     "ContextOptions",
     "PoolStats",
+    "StagingStats",
     "WebGPUBackend",
     "WebGPUDataTransfer",
     "WebGPUStorage",

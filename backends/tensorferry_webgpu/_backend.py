@@ -15,7 +15,7 @@ from tensorferry import (
 )
 from tensorferry_webgpu._adapters import ADAPTERS_ENV, BACKEND_NAME, describe, order_adapters
 from tensorferry_webgpu._adapters import adapters as all_adapters
-from tensorferry_webgpu._buffers import PoolStats
+from tensorferry_webgpu._buffers import PoolStats, StagingStats
 from tensorferry_webgpu._context import MAPPABLE, Context, ContextOptions, wants_mapped_storage
 from tensorferry_webgpu._storage import WebGPUStorage
 from tensorferry_webgpu._transfer import WebGPUDataTransfer
@@ -88,7 +88,8 @@ class WebGPUBackend:
         self._transfer.fill(tensor, pattern)
 
     def close(self) -> None:
-        """Release the backend's reference on every context; idempotent."""
+        """Close the transfer, then every context (references held elsewhere
+        included: their tensors raise ClosedError from now on); idempotent."""
         with self._lock:
             if self._closed:
                 return
@@ -96,7 +97,7 @@ class WebGPUBackend:
             contexts, self._contexts = list(self._contexts.values()), {}
         self._transfer.close()
         for context in contexts:
-            context.release()
+            context.close()
 
     # contexts ---------------------------------------------------------------
 
@@ -147,6 +148,11 @@ class WebGPUBackend:
         """Counters of the device buffer pool of ``device``'s context."""
         return self.context(device).pool_stats()
 
+    def staging_stats(self, device: Device) -> tuple[StagingStats, StagingStats]:
+        """Counters of ``device``'s upload and download staging pools."""
+        context = self.context(device)
+        return context.upload_staging.stats(), context.download_staging.stats()
+
     def adopt_device(self, gpu: wgpu.GPUDevice, *, label: str = "adopted") -> Device:
         """Make a caller's ``wgpu.GPUDevice`` a tensorferry device (a new index).
 
@@ -174,8 +180,9 @@ class WebGPUBackend:
     ) -> WebGPUStorage:
         """Storage over ``nbytes`` of a caller's buffer from ``offset``, without copying.
 
-        The buffer must belong to ``device``'s wgpu device and have COPY_SRC and
-        COPY_DST usage (``ValueError`` otherwise); it stays the caller's, who must
+        The buffer must belong to ``device``'s wgpu device, have STORAGE, COPY_SRC
+        and COPY_DST usage and a size that is a multiple of 4 (``ValueError``
+        otherwise); it stays the caller's, who must
         not destroy it while tensors over it are used.
         """
         import wgpu
@@ -187,11 +194,16 @@ class WebGPUBackend:
                 f"the buffer belongs to another wgpu device than {device}'s; "
                 "adopt that device first (adopt_device) and wrap with the device it returns"
             )
-        needed = wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+        needed = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
         if (buffer.usage & needed) != needed:
             raise ValueError(
-                f"the buffer's usage {buffer.usage} lacks COPY_SRC | COPY_DST, which "
-                "tensorferry needs to copy to and from it"
+                f"the buffer's usage {buffer.usage} lacks some of STORAGE | COPY_SRC | COPY_DST, "
+                "which tensorferry needs to copy to and from it byte-exactly"
+            )
+        if buffer.size % 4:
+            raise ValueError(
+                f"the buffer is {buffer.size} bytes, not a multiple of 4; WebGPU copies whole "
+                "4-byte words, so expected a buffer size rounded up to 4"
             )
         size = buffer.size - offset if nbytes is None else nbytes
         if offset < 0 or size < 0 or offset + size > buffer.size:

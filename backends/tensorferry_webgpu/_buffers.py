@@ -13,7 +13,7 @@ import attrs
 if TYPE_CHECKING:
     import wgpu
 
-__all__ = ["BufferPool", "CacheMode", "PoolStats", "StagingPool", "bucket_size"]
+__all__ = ["BufferPool", "CacheMode", "PoolStats", "StagingPool", "StagingStats", "bucket_size"]
 
 
 class CacheMode(enum.Enum):
@@ -58,6 +58,17 @@ def bucket_size(nbytes: int) -> int:
     return -(-size // quarter) * quarter
 
 
+@attrs.frozen
+class StagingStats:
+    """Counters of one staging pool: chunk size, the most buffers it may hold,
+    how many exist now, and how many of those are idle."""
+
+    chunk: int
+    limit: int
+    buffers: int
+    idle: int
+
+
 class BufferPool:
     """Device buffers of one usage, recycled by :class:`CacheMode` with a cap on cached bytes.
 
@@ -72,8 +83,10 @@ class BufferPool:
         *,
         mode: CacheMode = CacheMode.BUCKET,
         max_cached_bytes: int = 256 << 20,
+        max_buffer_size: int = 1 << 62,
     ) -> None:
         self._device = device
+        self._max_buffer_size = max_buffer_size
         self._usage = usage
         self.mode = mode
         self.max_cached_bytes = max_cached_bytes
@@ -87,8 +100,13 @@ class BufferPool:
         self._closed = False
 
     def capacity_for(self, nbytes: int) -> int:
-        """The buffer size a request for ``nbytes`` gets."""
-        return bucket_size(nbytes) if self.mode is CacheMode.BUCKET else _round4(nbytes)
+        """The buffer size a request for ``nbytes`` gets: its size class (BUCKET, while
+        that fits the device's largest buffer) or ``nbytes`` rounded up to 4."""
+        if self.mode is CacheMode.BUCKET:
+            size = bucket_size(nbytes)
+            if size <= self._max_buffer_size:
+                return size
+        return _round4(nbytes)
 
     def acquire(self, nbytes: int) -> wgpu.GPUBuffer:
         """A buffer of at least ``nbytes`` (cached when possible, else new)."""
@@ -185,6 +203,11 @@ class StagingPool:
         self._count = 0
         self._lock = threading.Condition()
         self._closed = False
+
+    def stats(self) -> StagingStats:
+        """How many staging buffers exist and how many are idle."""
+        with self._lock:
+            return StagingStats(self.chunk, self.limit, self._count, len(self._idle))
 
     @property
     def map_mode(self) -> int:

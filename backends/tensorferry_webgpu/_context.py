@@ -96,7 +96,11 @@ class Context:
         if self.mapped_storage:
             usage |= wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.MAP_WRITE
         self.pool = BufferPool(
-            gpu, usage, mode=options.cache_mode, max_cached_bytes=options.max_cached_bytes
+            gpu,
+            usage,
+            mode=options.cache_mode,
+            max_cached_bytes=options.max_cached_bytes,
+            max_buffer_size=self.max_buffer_size,
         )
         self.upload_staging = StagingPool(
             gpu, write=True, chunk=options.staging_chunk, limit=options.staging_chunks
@@ -143,6 +147,7 @@ class Context:
             if self.closed:
                 return
             self.closed = True
+            self._refs = 0
         with self.lock:
             self.upload_staging.close()
             self.download_staging.close()

@@ -38,6 +38,9 @@ class WebGPUStorage:
         self.base = base
         self._nbytes = nbytes
         self.external = external
+        # Buffers a caller can map (wrapped ones, or pooled ones with MAP usage on
+        # unified memory) are checked before every use: work on a mapped buffer aborts.
+        self.watch_map = buffer is not None and (external or bool(buffer.usage & 0x0003))
         if buffer is not None and not external:
             finalizer = weakref.finalize(self, context.pool.release, buffer)
             finalizer.atexit = False  # environments close their contexts at exit

@@ -109,6 +109,7 @@ class WebGPUDataTransfer:
                     source[src.offset : src.offset + nbytes],
                 )
                 context.queue.submit([])
+                context.pool.end_batch()
             except Exception as exc:
                 translated = context.translate(exc)
                 if translated is exc:
@@ -150,7 +151,7 @@ class WebGPUDataTransfer:
             context.check_usable()
         if context.backend is not self._backend:
             raise ValueError(f"{tensor!r} belongs to another WebGPU backend instance")
-        if storage.external and storage.buffer is not None:
+        if storage.watch_map and storage.buffer is not None:
             state = storage.buffer.map_state
             if state != "unmapped":
                 raise ValueError(
@@ -207,7 +208,7 @@ class WebGPUDataTransfer:
         if (
             context.closed
             or context.lost
-            or storage.external
+            or storage.watch_map
             or context.backend is not self._backend
         ):
             self._gpu_side(tensor)  # raises with the reason

@@ -1,0 +1,181 @@
+"""Devices: one per adapter, best first, described by the adapter's facts, and the
+``TENSORFERRY_WEBGPU_ADAPTERS`` filter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import wgpu
+
+import tensorferry as tf
+import tensorferry_webgpu as tw
+
+TYPE_ORDER = ["DiscreteGPU", "IntegratedGPU", "VirtualGPU", "CPU"]
+"""Adapter types, best first, as the backend documents its order."""
+OPENGL = {"OpenGL", "OpenGLES"}
+
+
+def expected_order(adapters: list[Any]) -> list[str]:
+    """Adapter summaries in the documented order: by type (discrete, integrated,
+    virtual, CPU, then anything else), native APIs before OpenGL, then wgpu's order."""
+
+    def key(item: tuple[int, Any]) -> tuple[int, int, int]:
+        position, adapter = item
+        info = adapter.info
+        kind = str(info["adapter_type"])
+        rank = TYPE_ORDER.index(kind) if kind in TYPE_ORDER else len(TYPE_ORDER)
+        return (rank, str(info["backend_type"]) in OPENGL, position)
+
+    return [a.summary for _, a in sorted(enumerate(adapters), key=key)]
+
+
+def webgpu_devices(env: tf.Environment) -> list[tf.Device]:
+    return [d for d in env.devices() if d.backend == "webgpu"]
+
+
+@pytest.fixture
+def no_adapter_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the test without TENSORFERRY_WEBGPU_ADAPTERS, whatever the caller set."""
+    monkeypatch.delenv(tw.ADAPTERS_ENV, raising=False)
+
+
+@pytest.fixture
+def backend_types() -> list[str]:
+    """The backend types (Vulkan, OpenGL...) of the machine's adapters, in wgpu's order."""
+    return [str(a.info["backend_type"]) for a in wgpu.gpu.enumerate_adapters_sync()]
+
+
+@pytest.mark.usefixtures("no_adapter_filter")
+def test_one_device_per_adapter_best_first(make_env: Callable[..., tf.Environment]) -> None:
+    adapters = wgpu.gpu.enumerate_adapters_sync()
+    devices = webgpu_devices(make_env())
+    assert [d.property("adapter") for d in devices] == expected_order(adapters)
+    assert [str(d) for d in devices] == [f"webgpu:{i}" for i in range(len(adapters))]
+    assert len(set(devices)) == len(devices), "devices of different adapters must differ"
+
+
+@pytest.mark.usefixtures("no_adapter_filter")
+def test_vulkan_comes_before_opengl(
+    make_env: Callable[..., tf.Environment], backend_types: list[str]
+) -> None:
+    if not {"Vulkan", "OpenGL"} <= set(backend_types):
+        pytest.skip(f"needs a Vulkan and an OpenGL adapter, found {backend_types}")
+    order = [d.property("backend_type") for d in webgpu_devices(make_env())]
+    assert order.index("Vulkan") < order.index("OpenGL"), order
+
+
+@pytest.mark.usefixtures("no_adapter_filter")
+def test_order_does_not_depend_on_enumeration_order(
+    make_env: Callable[..., tf.Environment], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same real adapters, enumerated in reverse, give the same devices."""
+    first = webgpu_devices(make_env())
+    adapters = wgpu.gpu.enumerate_adapters_sync()
+    monkeypatch.setattr(wgpu.gpu, "enumerate_adapters_sync", lambda: adapters[::-1])
+    assert webgpu_devices(make_env()) == first
+
+
+@pytest.mark.usefixtures("no_adapter_filter")
+def test_devices_are_stable_across_environments(make_env: Callable[..., tf.Environment]) -> None:
+    first, second = make_env(), make_env()
+    assert webgpu_devices(first) == webgpu_devices(second)
+    assert [d.name for d in webgpu_devices(first)] == [d.name for d in webgpu_devices(second)]
+
+
+def test_device_describes_its_adapter(env: tf.Environment, device: tf.Device) -> None:
+    by_summary = {a.summary: a for a in wgpu.gpu.enumerate_adapters_sync()}
+    adapter = by_summary[device.property("adapter")]
+    info = adapter.info
+    assert device.backend == "webgpu"
+    assert device.type is tf.DeviceType.GPU
+    assert device.memory is tf.MemoryKind.DEFAULT
+    assert device.name == adapter.summary
+    assert device.property("adapter_type") == info["adapter_type"]
+    assert device.property("backend_type") == info["backend_type"]
+    assert device.property("vendor") == info["vendor"]
+    assert device.vendor_id == info["vendor_id"]
+    assert device.device_id == info["device_id"]
+    assert device.property("max_buffer_size") == str(adapter.limits["max-buffer-size"])
+    assert env.device(str(device)) == device
+    assert not device.is_host
+
+
+def test_backend_name_alone_means_the_best_device(env: tf.Environment) -> None:
+    assert env.device("webgpu") == webgpu_devices(env)[0]
+    assert env.device("WebGPU:0") == webgpu_devices(env)[0]
+
+
+def test_adapters_env_reorders(
+    make_env: Callable[..., tf.Environment],
+    monkeypatch: pytest.MonkeyPatch,
+    backend_types: list[str],
+) -> None:
+    if not {"Vulkan", "OpenGL"} <= set(backend_types):
+        pytest.skip(f"needs a Vulkan and an OpenGL adapter, found {backend_types}")
+    monkeypatch.setenv(tw.ADAPTERS_ENV, "OpenGL,Vulkan")
+    order = [d.property("backend_type") for d in webgpu_devices(make_env())]
+    assert order[0] == "OpenGL"
+    assert order.index("OpenGL") < order.index("Vulkan")
+    monkeypatch.setenv(tw.ADAPTERS_ENV, "  vulkan , OPENGL ")  # case and spaces do not matter
+    order = [d.property("backend_type") for d in webgpu_devices(make_env())]
+    assert order[0] == "Vulkan"
+    assert order.index("Vulkan") < order.index("OpenGL")
+
+
+def test_adapters_env_restricts(
+    make_env: Callable[..., tf.Environment],
+    monkeypatch: pytest.MonkeyPatch,
+    backend_types: list[str],
+) -> None:
+    if "OpenGL" not in backend_types or len(backend_types) < 2:
+        pytest.skip(f"needs an OpenGL adapter and another, found {backend_types}")
+    monkeypatch.setenv(tw.ADAPTERS_ENV, "opengl")
+    env = make_env()
+    devices = webgpu_devices(env)
+    assert [d.property("backend_type") for d in devices] == ["OpenGL"] * backend_types.count(
+        "OpenGL"
+    )
+    assert str(devices[0]) == "webgpu:0"
+    tensor = env.from_numpy(np.arange(5, dtype=np.int32), "webgpu:0")
+    np.testing.assert_array_equal(tensor.numpy(), np.arange(5, dtype=np.int32))
+
+
+def test_adapters_env_lists_each_adapter_once(
+    make_env: Callable[..., tf.Environment],
+    monkeypatch: pytest.MonkeyPatch,
+    backend_types: list[str],
+) -> None:
+    """A token that matches every adapter ("via", in every wgpu summary) after one
+    that matches some keeps the first token's adapters first, without duplicates."""
+    last = backend_types[-1]
+    monkeypatch.setenv(tw.ADAPTERS_ENV, f"{last},via,{last}")
+    devices = webgpu_devices(make_env())
+    assert len(devices) == len(backend_types)
+    assert len({d.property("adapter") for d in devices}) == len(devices)
+    assert devices[0].property("backend_type") == last
+
+
+def test_adapters_env_matching_nothing(
+    make_env: Callable[..., tf.Environment], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No adapter left: the backend is unavailable, says why and what to install,
+    and the host backend keeps working."""
+    monkeypatch.setenv(tw.ADAPTERS_ENV, "no-such-adapter-anywhere")
+    env = make_env()
+    assert env.devices() == [tf.HOST]
+    assert env.load_all() == ["cpu"]
+    reason = env.backend_errors["webgpu"]
+    assert tw.ADAPTERS_ENV in reason
+    assert "install" in reason
+    assert "mesa-vulkan-drivers" in reason
+    with pytest.raises(tf.BackendUnavailableError) as caught:
+        env.device("webgpu:0")
+    assert isinstance(caught.value, LookupError)
+    assert tw.ADAPTERS_ENV in str(caught.value)
+    with pytest.raises(tf.BackendUnavailableError):
+        env.empty(4, np.float32, "webgpu")
+    data = np.arange(7, dtype=np.float64)
+    np.testing.assert_array_equal(env.from_numpy(data).numpy(), data)
