@@ -26,8 +26,11 @@ BACKENDS = ["cpu", "webgpu"]
 
 
 def _add_pyenv_interpreters() -> None:
-    """Put pyenv-installed interpreters of the supported versions on PATH, so
-    that nox finds them where they are not on PATH already."""
+    """Put pyenv-installed interpreters of the supported versions first on PATH.
+
+    pyenv's shims answer to ``python3.12`` even where that version is not
+    selected (and then fail), so the real ``versions/*/bin`` folders go first.
+    """
     pyenv = shutil.which("pyenv")
     if pyenv is None:
         return
@@ -35,7 +38,6 @@ def _add_pyenv_interpreters() -> None:
     extra = [
         path
         for version in PYTHONS
-        if shutil.which(f"python{version}") is None
         for path in sorted(glob.glob(f"{root.stdout.strip()}/versions/{version}.*/bin"))[-1:]
     ]
     if extra:
@@ -43,6 +45,8 @@ def _add_pyenv_interpreters() -> None:
 
 
 _add_pyenv_interpreters()
+# A missing interpreter is an error to report, not something for uv to download.
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 
 def _group(name: str) -> list[str]:

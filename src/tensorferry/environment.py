@@ -430,7 +430,7 @@ class Environment:
 
     def copy_tensor(self, src: Tensor, dst: Tensor) -> None:
         """Copy ``src`` into ``dst``; see :meth:`DataTransferManager.copy_tensors`."""
-        self._manager.copy_tensors([src], [dst])
+        self._manager.copy_tensor(src, dst)
 
     def copy_tensors(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> None:
         """Copy a batch, any mix of device pairs, with the order semantics of a loop.

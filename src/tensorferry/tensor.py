@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, SupportsIndex
+from typing import TYPE_CHECKING, Protocol, SupportsIndex, cast
 
 import attrs
 import numpy as np
@@ -28,7 +28,7 @@ def as_dtype(dtype: npt.DTypeLike) -> np.dtype[np.generic]:
     subarray dtypes such as ``("f4", (2,))``.
     """
     try:
-        result = np.dtype(dtype)
+        result = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
     except TypeError as exc:
         raise UnsupportedDtypeError(f"{dtype!r} is not a numpy dtype: {exc}") from None
     if result.hasobject or result.itemsize == 0:
@@ -45,9 +45,23 @@ def as_dtype(dtype: npt.DTypeLike) -> np.dtype[np.generic]:
     return result
 
 
+def _is_index(value: object) -> bool:
+    # hasattr, not isinstance(value, SupportsIndex): a runtime Protocol check
+    # costs microseconds, and this runs for every tensor made.
+    return hasattr(value, "__index__")
+
+
+def _dims(shape: SupportsIndex | Sequence[SupportsIndex]) -> tuple[SupportsIndex, ...]:
+    if _is_index(shape):
+        return (cast("SupportsIndex", shape),)
+    return tuple(cast("Sequence[SupportsIndex]", shape))
+
+
 def as_shape(shape: SupportsIndex | Sequence[SupportsIndex]) -> tuple[int, ...]:
     """Normalise ``shape`` to a tuple of non-negative ints; raises ``ValueError`` otherwise."""
-    dims = (shape,) if isinstance(shape, SupportsIndex) else tuple(shape)
+    if type(shape) is tuple and all(type(d) is int and d >= 0 for d in shape):
+        return shape  # already normal: the common case
+    dims = _dims(shape)
     try:
         result = tuple(operator.index(d) for d in dims)
     except TypeError:
@@ -149,7 +163,7 @@ class Tensor:
             return attrs.evolve(
                 self, shape=(count, *self.shape[1:]), offset=self.offset + start * self._row_bytes()
             )
-        if not isinstance(key, SupportsIndex):
+        if not _is_index(key):
             raise TypeError(
                 f"tensors index along the first axis with an int or a slice, got {key!r}"
             )
@@ -250,8 +264,7 @@ class Tensor:
 
 def as_shape_with_wildcard(shape: SupportsIndex | Sequence[SupportsIndex]) -> tuple[int, ...]:
     """Like :func:`as_shape` but allows ``-1`` (for :meth:`Tensor.reshape`)."""
-    dims = (shape,) if isinstance(shape, SupportsIndex) else tuple(shape)
-    result = tuple(operator.index(d) for d in dims)
+    result = tuple(operator.index(d) for d in _dims(shape))
     if any(d < -1 for d in result):
         raise ValueError(f"shape must not have negative dimensions, got {result}")
     return result
