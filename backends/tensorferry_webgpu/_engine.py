@@ -94,8 +94,9 @@ class Run:
     call :meth:`abandon` to drop staging buffers whose state is unknown.
     """
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, *, single: bool = False) -> None:
         self._ctx = context
+        self.single = single
         self._chunk = context.options.staging_chunk
         self._encoder: wgpu.GPUCommandEncoder | None = None
         self._pending_writes = False
@@ -145,8 +146,10 @@ class Run:
         if body.nbytes > self._chunk:
             self._stream_upload(body, buffer, lo)
             return
-        if self._encoder is None and body.nbytes <= self._ctx.options.small_upload:
-            # Nothing encoded yet, so the queue-ordered write keeps the batch order.
+        if self.single and self._encoder is None and body.nbytes <= self._ctx.options.small_upload:
+            # A lone upload: write_buffer is the fastest way (in a batch, packing
+            # pieces into one staging chunk is). Nothing is encoded yet, so the
+            # queue-ordered write keeps the batch order.
             self._ctx.queue.write_buffer(buffer, lo, body)
             self._pending_writes = True
             return
@@ -360,6 +363,10 @@ class Run:
         self, src: wgpu.GPUBuffer, src_offset: int, dst: wgpu.GPUBuffer, dst_offset: int, n: int
     ) -> None:
         """Copy ``n`` bytes between two places in device memory (overlap allowed)."""
+        if src is not dst and not (src_offset | dst_offset | n) & 3:
+            if n:
+                self._enc().copy_buffer_to_buffer(src, src_offset, dst, dst_offset, n)
+            return
         if n == 0:
             return
         if src is dst:

@@ -91,6 +91,7 @@ class WebGPUDataTransfer:
             or type(src.storage) is not HostStorage
             or type(target) is not WebGPUStorage
             or not 0 < nbytes <= target.context.options.small_upload
+            or (target.context.mapped_storage and nbytes >= target.context.options.direct_min)
             or nbytes % 4
             or (target.base + dst.offset) % 4
         ):
@@ -225,7 +226,7 @@ class WebGPUDataTransfer:
                 self._hold(context)
             with context.lock:
                 context.check_usable()
-                run = Run(context)
+                run = Run(context, single=len(ops) == 1)
                 try:
                     for op in ops:
                         op(run)
