@@ -37,6 +37,7 @@ READ_NOSYNC = "READ_NOSYNC"
 before every read map (a guard against mapping never-submitted data, wgpu-native
 issue 305). tensorferry always submits the copy it maps, so that submit is pure
 latency: ~30 us of a ~130 us small download on lavapipe."""
+_PART = 4 << 20  # the unit of work of the copy threads in streams
 _PARALLEL_MIN = 2 << 20  # host copies below this stay on the calling thread
 _MAP_BOTH = 0x0001 | 0x0002  # wgpu.BufferUsage.MAP_READ | MAP_WRITE
 AHEAD = 2
@@ -67,19 +68,24 @@ def workers() -> ThreadPoolExecutor:
     return _pool
 
 
+def _copy_parts(dst: Bytes, src: Bytes, step: int = _PART) -> list[Future[None]]:
+    """Start ``dst[...] = src`` on the worker threads in parts of ``step`` bytes
+    (by default 4 MiB, so that the last chunk of a stream is not one thread's job)."""
+    return [
+        workers().submit(np.copyto, dst[i : i + step], src[i : i + step])
+        for i in range(0, dst.nbytes, step)
+    ]
+
+
 def _parallel_copy(dst: Bytes, src: Bytes) -> None:
-    """``dst[...] = src``, in parts of at least 1 MiB on the worker threads when large
-    (one thread copies ~7-11 GB/s into or out of staging on the H100 host, eight ~26)."""
+    """``dst[...] = src``, split over the worker threads when large (one thread
+    copies ~7-11 GB/s into or out of staging on the H100 host, eight ~26)."""
     n = dst.nbytes
     parts = min(WORKERS, n >> 20) if n >= _PARALLEL_MIN else 1
     if parts < 2:
         np.copyto(dst, src)
         return
-    step = (-(-n // parts) + 4095) & ~4095
-    futures = [
-        workers().submit(np.copyto, dst[i : i + step], src[i : i + step]) for i in range(0, n, step)
-    ]
-    for future in futures:
+    for future in _copy_parts(dst, src, (-(-n // parts) + 4095) & ~4095):
         future.result()
 
 
@@ -252,12 +258,13 @@ class Run:
         self.submit()  # commands encoded earlier in the batch go first
         staging, ctx = self._ctx.upload_staging, self._ctx
         depth = max(1, min(WORKERS, staging.limit - 1))
-        jobs: deque[tuple[Future[None], wgpu.GPUBuffer, int, int]] = deque()
+        jobs: deque[tuple[list[Future[None]], wgpu.GPUBuffer, int, int]] = deque()
 
         def land() -> None:
-            future, chunk, pos, take = jobs.popleft()
+            futures, chunk, pos, take = jobs.popleft()
             try:
-                future.result()
+                for future in futures:
+                    future.result()
                 chunk.unmap()
                 encoder = ctx.gpu.create_command_encoder()
                 encoder.copy_buffer_to_buffer(chunk, 0, buffer, lo + pos, take)
@@ -274,9 +281,9 @@ class Run:
                 take = min(self._chunk, body.nbytes - pos)
                 chunk = staging.acquire()
                 view = np.frombuffer(chunk._experimental_get_mapped_range(0, take), np.uint8)
-                future = workers().submit(np.copyto, view, body[pos : pos + take])
+                futures = _copy_parts(view, body[pos : pos + take])
                 del view
-                jobs.append((future, chunk, pos, take))
+                jobs.append((futures, chunk, pos, take))
             while jobs:
                 land()
         except BaseException:
@@ -293,7 +300,7 @@ class Run:
         n = dst.nbytes
         pieces = deque((pos, min(self._chunk, end - pos)) for pos in range(start, end, self._chunk))
         issued: deque[tuple[wgpu.GPUBuffer, int, int]] = deque()
-        jobs: deque[tuple[Future[None], wgpu.GPUBuffer]] = deque()
+        jobs: deque[tuple[list[Future[None]], wgpu.GPUBuffer]] = deque()
         limit = staging.limit
 
         def issue() -> None:
@@ -322,12 +329,13 @@ class Run:
             target = dst[view_lo - offset : view_hi - offset]
             source = mapped[view_lo - pos : view_hi - pos]
             del mapped
-            jobs.append((workers().submit(np.copyto, target, source), chunk))
+            jobs.append((_copy_parts(target, source), chunk))
 
         def land() -> None:
-            future, chunk = jobs.popleft()
+            futures, chunk = jobs.popleft()
             try:
-                future.result()
+                for future in futures:
+                    future.result()
                 chunk.unmap()
             except BaseException:
                 staging.discard(chunk)
@@ -350,13 +358,14 @@ class Run:
 
     @staticmethod
     def _abandon_jobs(
-        staging: StagingPool, jobs: list[tuple[Future[None], wgpu.GPUBuffer]]
+        staging: StagingPool, jobs: list[tuple[list[Future[None]], wgpu.GPUBuffer]]
     ) -> None:
         # Let every copy that still writes or reads mapped memory end before the
         # buffers behind it are destroyed.
-        for future, chunk in jobs:
-            with contextlib.suppress(BaseException):
-                future.result()
+        for futures, chunk in jobs:
+            for future in futures:
+                with contextlib.suppress(BaseException):
+                    future.result()
             staging.discard(chunk)
 
     def device_copy(
