@@ -451,7 +451,11 @@ class Run:
             buffer.map_async(READ_NOSYNC, 0, used).sync_wait()
             mapped = np.frombuffer(buffer.read_mapped(0, used, copy=False), np.uint8)
             for position, target in entries:
-                _parallel_copy(target, mapped[position : position + target.nbytes])
+                size = target.nbytes
+                if size < _PARALLEL_MIN:
+                    np.copyto(target, mapped[position : position + size])
+                else:
+                    _parallel_copy(target, mapped[position : position + size])
             del mapped  # no view of mapped memory may outlive the unmap
             buffer.unmap()
         except BaseException:

@@ -22,14 +22,10 @@ __all__ = ["WebGPUDataTransfer"]
 _Op = Callable[[Run], None]
 
 
-def _host_bytes(tensor: Tensor) -> Bytes:
-    storage = tensor.storage
-    if not isinstance(storage, HostStorage):
-        raise TypeError(
-            f"{tensor!r} is neither WebGPU memory nor host memory; the webgpu transfer "
-            "copies between its own devices and host memory"
-        )
-    return storage.array[tensor.offset : tensor.offset + tensor.nbytes]
+_NOT_MINE = (
+    "{tensor!r} is neither WebGPU memory nor host memory; the webgpu transfer "
+    "copies between its own devices and host memory"
+)
 
 
 class _FutureHandle:
@@ -167,11 +163,19 @@ class WebGPUDataTransfer:
         runs: list[tuple[Context, list[_Op]]] = []
         ops: list[_Op] = []
         current: Context | None = None
+        backend = self._backend
         for src, dst in pairs:
             op: _Op
             source, target = src.storage, dst.storage
             if type(source) is WebGPUStorage or isinstance(source, WebGPUStorage):
-                context = self._usable(src, source)
+                context = source.context
+                if (
+                    context.closed
+                    or context.lost
+                    or source.watch_map
+                    or context.backend is not backend
+                ):
+                    self._gpu_side(src)  # raises with the reason
                 if isinstance(target, WebGPUStorage):
                     if self._usable(dst, target) is not context:
                         raise ValueError(
@@ -185,15 +189,19 @@ class WebGPUDataTransfer:
                         target.base + dst.offset,
                         src.nbytes,
                     )
+                elif isinstance(target, HostStorage):
+                    start = dst.offset
+                    host = target.array[start : start + dst.nbytes]
+                    op = _download(source, source.base + src.offset, host, target.address + start)
                 else:
-                    host = _host_bytes(dst)
-                    address = target.address + dst.offset  # type: ignore[attr-defined]
-                    op = _download(source, source.base + src.offset, host, address)
+                    raise TypeError(_NOT_MINE.format(tensor=dst))
             else:
-                host = _host_bytes(src)
+                if not isinstance(source, HostStorage):
+                    raise TypeError(_NOT_MINE.format(tensor=src))
                 if not isinstance(target, WebGPUStorage):
                     raise TypeError(f"the webgpu transfer does not copy {src!r} -> {dst!r}")
                 context = self._usable(dst, target)
+                host = source.array[src.offset : src.offset + src.nbytes]
                 op = _upload(host, target, target.base + dst.offset)
             if not src.nbytes:
                 continue

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, TypeAlias
+from typing import NamedTuple, TypeAlias, cast
 
 import attrs
 
@@ -320,25 +320,53 @@ class DataTransferManager:
                 f"got {len(srcs)} sources and {len(dsts)} destinations; expected equal counts"
             )
         self._check_open()
+        owner, routes = self._owner, self._routes
+        pairs: list[CopyPair] = []
         steps: list[_Step] = []
+        only: IDataTransfer | None = None  # the transfer of every pair so far, if one
         for index, (src, dst) in enumerate(zip(srcs, dsts, strict=True)):
-            self._check_pair(index, src, dst)
-            route = self._route(src.device, dst.device)
+            if type(src) is not Tensor or type(dst) is not Tensor:
+                self._check_pair(index, src, dst)  # raises TypeError for a non-tensor
+            source, target = src.storage, dst.storage
+            if not (  # the checks of _check_pair's common case, inlined for big batches
+                (owner is None or (src.owner is owner and dst.owner is owner))
+                and src.shape == dst.shape
+                and src.dtype == dst.dtype
+                and not source.closed
+                and not target.closed
+                and target.writable
+            ):
+                self._check_pair(index, src, dst)
+            cached = routes.get((source.device, target.device), _MISSING)
+            route = (
+                self._route(source.device, target.device)
+                if cached is _MISSING
+                else cast("_Route | None", cached)
+            )
             if route is None:
                 raise NoTransferError(
                     f"pair {index}: no registered data transfer copies {src.device} -> "
                     f"{dst.device}, directly or through host memory; registered: "
                     f"{[type(t).__name__ for t in self._transfers] or 'none'}"
                 )
-            if len(route.hops) == 1:
-                steps.append(_Step(route.hops[0], src, dst))
+            hops = route.hops
+            if len(hops) == 1 and (only is None or hops[0] is only) and not steps:
+                only = hops[0]
+                pairs.append((src, dst))
+                continue
+            if not steps:  # leave the single-transfer fast path
+                steps = [_Step(only, a, b) for a, b in pairs] if only is not None else []
+            if len(hops) == 1:
+                steps.append(_Step(hops[0], src, dst))
             else:
                 assert self._host_allocator is not None
                 staging = Tensor(
                     self._host_allocator(src.nbytes), src.shape, src.dtype, 0, src.owner
                 )
-                steps.append(_Step(route.hops[0], src, staging))
-                steps.append(_Step(route.hops[1], staging, dst))
+                steps.append(_Step(hops[0], src, staging))
+                steps.append(_Step(hops[1], staging, dst))
+        if not steps:
+            return [[(only, pairs)]] if only is not None else []
         return _stages(steps)
 
 
