@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -367,6 +368,34 @@ class Run:
                 with contextlib.suppress(BaseException):
                     future.result()
             staging.discard(chunk)
+
+    def downloads(self, ops: Sequence[tuple[Any, int, Bytes, int]], index: int) -> int:
+        """Encode the consecutive small downloads ``ops[index:]`` (tuples of storage
+        with a ``buffer``, offset, host bytes, host address) that fit the open
+        staging chunk, in one tight loop; return the index of the first op not
+        encoded. Large or chunk-crossing ones go through :meth:`download`."""
+        storage, offset, host, address = ops[index]
+        self.download(storage.buffer, offset, host, address)  # opens a chunk if needed
+        index += 1
+        down, count, room = self._down, len(ops), self._chunk
+        if down is None:
+            return index
+        copy = self._enc().copy_buffer_to_buffer
+        entries, writes, used = self._down_entries, self._host_writes, self._down_used
+        kind = type(ops[index - 1])
+        while index < count and type(ops[index]) is kind:
+            storage, offset, host, address = ops[index]
+            size = host.nbytes
+            start, end = offset & ~3, (offset + size + 3) & ~3
+            if end - start > room - used:
+                break
+            copy(storage.buffer, start, down, used, end - start)
+            entries.append((used + offset - start, host))
+            used = (used + end - start + _PACK - 1) & ~(_PACK - 1)
+            writes.append((address, address + size))
+            index += 1
+        self._down_used = used
+        return index
 
     def device_copy(
         self, src: wgpu.GPUBuffer, src_offset: int, dst: wgpu.GPUBuffer, dst_offset: int, n: int

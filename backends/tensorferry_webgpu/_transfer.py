@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from tensorferry import ClosedError, CopyPair, Device, HostStorage, Tensor
 from tensorferry_webgpu._engine import Bytes, Run
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["WebGPUDataTransfer"]
 
-_Op = Callable[[Run], None]
+_Op = Callable[["Run"], None]
 
 
 _NOT_MINE = (
@@ -192,7 +192,10 @@ class WebGPUDataTransfer:
                 elif isinstance(target, HostStorage):
                     start = dst.offset
                     host = target.array[start : start + dst.nbytes]
-                    op = _download(source, source.base + src.offset, host, target.address + start)
+                    download = _Download(
+                        source, source.base + src.offset, host, target.address + start
+                    )
+                    op = cast("_Op", download)
                 else:
                     raise TypeError(_NOT_MINE.format(tensor=dst))
             else:
@@ -236,8 +239,14 @@ class WebGPUDataTransfer:
                 context.check_usable()
                 run = Run(context, single=len(ops) == 1)
                 try:
-                    for op in ops:
-                        op(run)
+                    index, count = 0, len(ops)
+                    while index < count:
+                        op = ops[index]
+                        if type(op) is _Download:
+                            index = run.downloads(ops, index)  # type: ignore[arg-type]
+                        else:
+                            op(run)
+                            index += 1
                     run.finish()
                 except Exception as exc:
                     run.abandon()
@@ -270,8 +279,16 @@ def _upload(host: Bytes, target: WebGPUStorage, offset: int) -> _Op:
     return lambda run: run.upload(host, _buffer_of(target), offset)
 
 
-def _download(source: WebGPUStorage, offset: int, host: Bytes, address: int) -> _Op:
-    return lambda run: run.download(_buffer_of(source), offset, host, address)
+class _Download(NamedTuple):
+    """A download op; runs of them are encoded by :meth:`Run.downloads` in one loop."""
+
+    source: WebGPUStorage
+    offset: int
+    host: Bytes
+    address: int
+
+    def __call__(self, run: Run) -> None:
+        run.download(_buffer_of(self.source), self.offset, self.host, self.address)
 
 
 def _device_copy(
