@@ -172,8 +172,8 @@ class WebGPUDataTransfer:
                 if (
                     context.closed
                     or context.lost
-                    or source.watch_map
                     or context.backend is not backend
+                    or (source.watch_map and _mapped(source))
                 ):
                     self._gpu_side(src)  # raises with the reason
                 if isinstance(target, WebGPUStorage):
@@ -220,8 +220,8 @@ class WebGPUDataTransfer:
         if (
             context.closed
             or context.lost
-            or storage.watch_map
             or context.backend is not self._backend
+            or (storage.watch_map and _mapped(storage))
         ):
             self._gpu_side(tensor)  # raises with the reason
         return context
@@ -264,6 +264,11 @@ class WebGPUDataTransfer:
         offset, nbytes = storage.base + tensor.offset, tensor.nbytes
         op: _Op = lambda run: run.fill(_buffer_of(storage), offset, nbytes, pattern)  # noqa: E731
         self._execute([(context, [op])])
+
+
+def _mapped(storage: WebGPUStorage) -> bool:
+    """Whether a caller has mapped (or is mapping) the storage's buffer."""
+    return storage.buffer is not None and storage.buffer.map_state != "unmapped"
 
 
 def _buffer_of(storage: WebGPUStorage) -> wgpu.GPUBuffer:
