@@ -369,12 +369,13 @@ class Run:
                     future.result()
             staging.discard(chunk)
 
-    def downloads(self, ops: Sequence[tuple[Any, int, Bytes, int]], index: int) -> int:
+    def downloads(self, ops: Sequence[tuple[Any, int, Bytes, int, Bytes, int]], index: int) -> int:
         """Encode the consecutive small downloads ``ops[index:]`` (tuples of storage
-        with a ``buffer``, offset, host bytes, host address) that fit the open
-        staging chunk, in one tight loop; return the index of the first op not
-        encoded. Large or chunk-crossing ones go through :meth:`download`."""
-        storage, offset, host, address = ops[index]
+        with a ``buffer``, offset, host bytes, host address, and the host storage's
+        flat array with the bytes' start in it) that fit the open staging chunk, in
+        one tight loop; return the index of the first op not encoded. Large or
+        chunk-crossing ones go through :meth:`download`."""
+        storage, offset, host, address, _, _ = ops[index]
         self.download(storage.buffer, offset, host, address)  # opens a chunk if needed
         index += 1
         down, count, room = self._down, len(ops), self._chunk
@@ -383,16 +384,32 @@ class Run:
         copy = self._enc().copy_buffer_to_buffer
         entries, writes, used = self._down_entries, self._host_writes, self._down_used
         kind = type(ops[index - 1])
+        # Host copies of neighbouring rows of one host storage, staged back to back,
+        # merge into one copy: (storage's flat array, first byte, staging end, host end).
+        merge: tuple[Bytes, int, int, int] | None = None
         while index < count and type(ops[index]) is kind:
-            storage, offset, host, address = ops[index]
+            storage, offset, host, address, flat, first = ops[index]
             size = host.nbytes
             start, end = offset & ~3, (offset + size + 3) & ~3
             if end - start > room - used:
                 break
             copy(storage.buffer, start, down, used, end - start)
-            entries.append((used + offset - start, host))
+            position = used + offset - start
+            if (
+                merge is not None
+                and merge[0] is flat
+                and merge[2] == position
+                and merge[3] == first
+            ):
+                origin = merge[1]
+                entries[-1] = (entries[-1][0], flat[origin : first + size])
+                writes[-1] = (writes[-1][0], address + size)
+            else:
+                entries.append((position, host))
+                writes.append((address, address + size))
+                origin = first
+            merge = (flat, origin, position + size, first + size)
             used = (used + end - start + _PACK - 1) & ~(_PACK - 1)
-            writes.append((address, address + size))
             index += 1
         self._down_used = used
         return index

@@ -193,7 +193,12 @@ class WebGPUDataTransfer:
                     start = dst.offset
                     host = target.array[start : start + dst.nbytes]
                     download = _Download(
-                        source, source.base + src.offset, host, target.address + start
+                        source,
+                        source.base + src.offset,
+                        host,
+                        target.address + start,
+                        target.array,
+                        start,
                     )
                     op = cast("_Op", download)
                 else:
@@ -291,6 +296,8 @@ class _Download(NamedTuple):
     offset: int
     host: Bytes
     address: int
+    flat: Bytes
+    first: int
 
     def __call__(self, run: Run) -> None:
         run.download(_buffer_of(self.source), self.offset, self.host, self.address)

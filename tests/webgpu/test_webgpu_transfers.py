@@ -468,3 +468,31 @@ def test_async_validation_errors_are_raised_at_once(env: tf.Environment, device:
     read_only.flags.writeable = False
     with pytest.raises(tf.InvalidArrayError):
         env.copy_tensors_async([tensor], [env.from_numpy(read_only, copy=False)])
+
+
+@pytest.mark.parametrize("width", [1024, 1000], ids=["rows-16B-aligned", "rows-with-staging-gaps"])
+def test_downloads_into_neighbouring_rows_of_one_array(
+    env: tf.Environment, device: tf.Device, width: int
+) -> None:
+    """Many small downloads into rows of one host array (their host copies merge
+    where rows and staging are adjacent) land byte-exact: rows in order, rows out
+    of order, odd-sized rows, and a row written twice (the later pair wins)."""
+    rng = np.random.default_rng(11)
+    rows = 300
+    data = [random_bytes(rng, width) for _ in range(rows)]
+    sources = [env.from_numpy(d, device) for d in data]
+    odd = env.from_numpy(random_bytes(rng, 7), device)
+    host = np.zeros((rows + 2, width), np.uint8)
+    target = env.from_numpy(host, copy=False)
+    order = [*range(150), *range(299, 149, -1)]  # ascending, then descending rows
+    srcs = [sources[i] for i in order] + [odd, sources[5]]
+    dsts = [target[i] for i in order] + [target[rows].view(np.uint8)[3:10], target[rows + 1]]
+    srcs.append(sources[7])
+    dsts.append(target[rows + 1])  # written twice: sources[7] must win over sources[5]
+    env.copy_tensors(srcs, dsts)
+    for i in range(rows):
+        assert_same_bytes(host[i], data[i], f"row {i}")
+    expected_odd = np.zeros(width, np.uint8)
+    expected_odd[3:10] = odd.numpy()
+    assert_same_bytes(host[rows], expected_odd, "the odd-sized row and its neighbours")
+    assert_same_bytes(host[rows + 1], data[7], "the row written twice")
