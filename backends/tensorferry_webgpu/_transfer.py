@@ -87,7 +87,6 @@ class WebGPUDataTransfer:
             or type(src.storage) is not HostStorage
             or type(target) is not WebGPUStorage
             or not 0 < nbytes <= target.context.options.small_upload
-            or (target.context.mapped_storage and nbytes >= target.context.options.direct_min)
             or nbytes % 4
             or (target.base + dst.offset) % 4
         ):
