@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["WORKERS", "Run", "workers"]
 
 _PACK = 16  # alignment of pieces inside a staging chunk
-WORKERS = max(2, min(6, os.cpu_count() or 1))
+WORKERS = max(2, min(8, os.cpu_count() or 1))
 """Host-copy threads: chunks of a large tensor are copied by this many threads at once."""
 _pool: ThreadPoolExecutor | None = None
 READ_NOSYNC = "READ_NOSYNC"
