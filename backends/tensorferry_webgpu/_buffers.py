@@ -183,14 +183,14 @@ class StagingPool:
     Upload staging is ``MAP_WRITE | COPY_SRC``, download staging ``MAP_READ | COPY_DST``.
     A buffer handed out is owned by one caller until given back; at most
     ``limit`` exist, so staging memory stays bounded whatever the tensor size.
-    Buffers given back are re-mapped in the background (``map_async``) and
-    waited for only when handed out again.
+    Upload buffers given back are re-mapped in the background (``map_async``)
+    and waited for only when handed out again; download buffers come back
+    unmapped and are mapped by the engine when it drains them.
     """
 
     def __init__(self, device: wgpu.GPUDevice, *, write: bool, chunk: int, limit: int) -> None:
         import wgpu
 
-        self._wgpu = wgpu
         self._device = device
         self._write = write
         self.chunk = chunk
@@ -208,11 +208,6 @@ class StagingPool:
         """How many staging buffers exist and how many are idle."""
         with self._lock:
             return StagingStats(self.chunk, self.limit, self._count, len(self._idle))
-
-    @property
-    def map_mode(self) -> int:
-        """The ``wgpu.MapMode`` of this pool's buffers."""
-        return int(self._mode)
 
     def acquire(self) -> wgpu.GPUBuffer:
         """A staging buffer, mapped for writing (upload pools) or unmapped (download pools).
