@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from tensorferry_webgpu._storage import MAP_USAGE
+
 if TYPE_CHECKING:
     import wgpu
 
@@ -40,7 +42,6 @@ issue 305). tensorferry always submits the copy it maps, so that submit is pure
 latency: ~30 us of a ~130 us small download on lavapipe."""
 _PART = 4 << 20  # the unit of work of the copy threads in streams
 _PARALLEL_MIN = 2 << 20  # host copies below this stay on the calling thread
-_MAP_BOTH = 0x0001 | 0x0002  # wgpu.BufferUsage.MAP_READ | MAP_WRITE
 AHEAD = 2
 """Download copies in flight on the GPU beyond those being drained. wgpu-native's
 blocking poll waits for the whole queue before it resolves any map, so keeping
@@ -223,7 +224,7 @@ class Run:
         return (
             ctx.mapped_storage
             and n >= ctx.options.direct_min
-            and buffer.usage & _MAP_BOTH == _MAP_BOTH
+            and buffer.usage & MAP_USAGE == MAP_USAGE
         )
 
     def _mapped_copy(

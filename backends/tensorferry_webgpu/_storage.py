@@ -12,7 +12,10 @@ if TYPE_CHECKING:
 
     from tensorferry_webgpu._context import Context
 
-__all__ = ["WebGPUStorage"]
+__all__ = ["MAP_USAGE", "WebGPUStorage"]
+
+MAP_USAGE = 0x0001 | 0x0002
+"""``wgpu.BufferUsage.MAP_READ | MAP_WRITE``, as a plain int (wgpu is imported lazily)."""
 
 
 class WebGPUStorage:
@@ -40,7 +43,7 @@ class WebGPUStorage:
         self.external = external
         # Buffers a caller can map (wrapped ones, or pooled ones with MAP usage on
         # unified memory) are checked before every use: work on a mapped buffer aborts.
-        self.watch_map = buffer is not None and (external or bool(buffer.usage & 0x0003))
+        self.watch_map = buffer is not None and (external or bool(buffer.usage & MAP_USAGE))
         if buffer is not None and not external:
             finalizer = weakref.finalize(self, context.pool.release, buffer)
             finalizer.atexit = False  # environments close their contexts at exit

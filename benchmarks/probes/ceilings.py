@@ -10,29 +10,17 @@ the device-to-readback copy plus map, host reads out of mapped readback memory
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
 import numpy.typing as npt
 import wgpu
+from _median import median_seconds
 
 SIZE = 64 << 20
 THREADS = (1, 4, 8, 16)
 Bytes = npt.NDArray[np.uint8]
-
-
-def median_seconds(work: Callable[[], object], repeats: int = 7) -> float:
-    """Median wall time of ``work`` after one untimed run."""
-    work()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def threaded_copy(pool: ThreadPoolExecutor, threads: int, dst: Bytes, src: Bytes) -> None:

@@ -10,27 +10,15 @@ Run: ``python benchmarks/probes/stream_sweep.py 8:16:2 6:16:2``.
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable
 
 import numpy as np
+from _median import median_seconds
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
 from tensorferry_webgpu import _engine
 
 SIZE = 256 << 20
-
-
-def median_seconds(work: Callable[[], object], repeats: int = 7) -> float:
-    """Median wall time of ``work`` after one untimed run."""
-    work()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def measure(threads: int, chunk_mib: int, ahead: int, data: np.ndarray) -> tuple[float, float]:
