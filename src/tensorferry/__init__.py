@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         UnknownDeviceError,
         UnsupportedDtypeError,
     )
+    from tensorferry.handle import CopyHandle
     from tensorferry.manager import DataTransferManager
     from tensorferry.storage import HostStorage, Storage
     from tensorferry.tensor import Tensor
@@ -64,6 +65,7 @@ _HOMES = {
     "TensorferryError": "errors",
     "UnknownDeviceError": "errors",
     "UnsupportedDtypeError": "errors",
+    "CopyHandle": "handle",
     "DataTransferManager": "manager",
     "HostStorage": "storage",
     "Storage": "storage",
@@ -98,6 +100,7 @@ __all__ = [
     "BackendUnavailableError",
     "ClosedError",
     "CompletedTransfer",
+    "CopyHandle",
     "CopyPair",
     "DataTransferManager",
     "Device",

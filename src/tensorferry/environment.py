@@ -24,10 +24,11 @@ from tensorferry.errors import (
     InvalidArrayError,
     UnknownDeviceError,
 )
+from tensorferry.handle import CopyHandle
 from tensorferry.manager import DataTransferManager
 from tensorferry.storage import HostStorage, Storage
 from tensorferry.tensor import Tensor, as_dtype, as_shape, check_out_array
-from tensorferry.transfer import IDataTransfer, TransferHandle
+from tensorferry.transfer import IDataTransfer
 
 __all__ = ["ENTRY_POINT_GROUP", "HOST_BACKEND", "Environment"]
 
@@ -439,6 +440,8 @@ class Environment:
         """
         self._manager.copy_tensors(srcs, dsts)
 
-    def copy_tensors_async(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> TransferHandle:
-        """Start a batch and return a handle; see :meth:`DataTransferManager.copy_tensors_async`."""
+    def copy_tensors_async(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> CopyHandle:
+        """Start a batch and return a :class:`~tensorferry.CopyHandle` (``wait()``,
+        ``done()``, ``await``, ``add_done_callback``); see
+        :meth:`DataTransferManager.copy_tensors_async`."""
         return self._manager.copy_tensors_async(srcs, dsts)
