@@ -157,7 +157,10 @@ def test_backends_restricts_what_may_load(
 def test_restricted_out_backend_is_unknown(with_lazy: Any) -> None:
     with (
         Environment(backends=["cpu"]) as env,
-        pytest.raises(UnknownDeviceError, match=r"available backends: \['cpu'\]"),
+        pytest.raises(
+            UnknownDeviceError,
+            match=r"available backends: \['cpu'\]; it is installed, but this environment",
+        ),
     ):
         env.device("lazy:0")
     assert with_lazy.calls == 0
@@ -201,8 +204,18 @@ def test_device_resolves(lazy_env: Environment, spec: str | Device, expected: st
         ("nope:0", r"no backend named 'nope'; available backends: \['cpu', 'lazy'\]"),
         ("cpu:1", r"no device 'cpu:1'; backend 'cpu' has \['cpu'\]"),
         ("lazy:5", r"no device 'lazy:5'; backend 'lazy' has \['lazy:0', 'lazy:1'\]"),
-        ("cpu:x", r"cannot parse device 'cpu:x'; expected 'backend' or 'backend:index'"),
-        ("", r"no backend named ''; available backends"),
+        ("cpu:x", r"'cpu:x' has index 'x', not a non-negative integer.*expected 'backend' or"),
+        ("", r"the device spec '' is empty; expected 'backend' or 'backend:index'"),
+        ("webgpu:+1", r"has index '\+1', not a non-negative integer written in digits"),
+        ("cpu:-0", r"has index '-0', not a non-negative integer"),
+        ("cpu:-1", r"has index '-1'"),
+        ("cpu:01", r"without sign or leading zeros"),
+        ("cpu:1_0", r"has index '1_0'"),
+        ("cpu:\u0661", r"not a non-negative integer written in digits"),
+        ("cpu:", r"has index ''"),
+        (":0", r"has no backend name"),
+        (" WebGPU : 0 ", r"' WebGPU : 0 ' has whitespace inside; expected 'backend'"),
+        ("   ", r"is empty"),
         (Device("lazy", 7), r"lazy:7 is not a device of this environment"),
         (Device("nope", 0), r"no backend named 'nope'"),
     ],
@@ -214,9 +227,28 @@ def test_unknown_device(lazy_env: Environment, spec: str | Device, message: str)
     assert isinstance(info.value, LookupError)
 
 
-def test_device_spec_of_wrong_type(env: Environment) -> None:
-    with pytest.raises(TypeError, match="must be a str or a Device, got int"):
-        env.device(0)  # type: ignore[arg-type]
+@pytest.mark.parametrize("spec", [0, 3, None, True, b"cpu"], ids=repr)
+def test_device_spec_of_wrong_type(env: Environment, spec: Any) -> None:
+    with pytest.raises(TypeError, match=f"must be a str or a Device, got {type(spec).__name__}"):
+        env.device(spec)
+
+
+@pytest.mark.parametrize("name", [" CPU ", "Cpu"])
+def test_backend_names_ignore_case_and_surrounding_whitespace(env: Environment, name: str) -> None:
+    assert env.backend(name) is env.backend("cpu")
+
+
+def test_uninstalled_builtin_backend_names_its_install_command(
+    installed_backends: Install,
+) -> None:
+    installed_backends()  # the cpu backend alone
+    with (
+        Environment() as env,
+        pytest.raises(
+            UnknownDeviceError, match=r"install it with pip install 'tensorferry\[webgpu"
+        ),
+    ):
+        env.device("webgpu:0")
 
 
 # backends that do not load -------------------------------------------------------------
