@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import math
+import sys
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
@@ -14,6 +15,7 @@ from typing import Self, SupportsIndex
 import numpy as np
 import numpy.typing as npt
 
+from tensorferry._fill import element_bytes
 from tensorferry._spec import normalize_backend_name, parse_device_spec
 from tensorferry.backend import Backend, BackendFactory, Filler
 from tensorferry.device import HOST, Device, DeviceType
@@ -22,6 +24,7 @@ from tensorferry.errors import (
     ClosedError,
     ForeignTensorError,
     InvalidArrayError,
+    OutOfDeviceMemoryError,
     UnknownDeviceError,
 )
 from tensorferry.handle import CopyHandle
@@ -248,16 +251,30 @@ class Environment:
     ) -> Tensor:
         """An uninitialised tensor on ``device``.
 
-        Raises ``ValueError``/``TypeError`` for a bad shape,
+        Raises ``TypeError`` (not integers) or ``ValueError`` (negative, or more
+        elements than numpy can index) for a bad shape,
         :class:`UnsupportedDtypeError` for a dtype without fixed size,
-        ``MemoryError`` when the device cannot hold it, and the errors of
-        :meth:`device`.
+        :class:`OutOfDeviceMemoryError` (a ``MemoryError``) when the device
+        cannot hold it, whatever the backend, and the errors of :meth:`device`.
         """
         self._check_open()
         dims, kind = as_shape(shape), as_dtype(dtype)
         target = self.device(device)
         nbytes = math.prod(dims) * kind.itemsize
-        storage = self.backend(target.backend).allocate(target, nbytes)
+        if nbytes > sys.maxsize:
+            raise OutOfDeviceMemoryError(
+                f"a tensor of shape {dims} and dtype {kind} needs {nbytes} bytes, more than "
+                f"any device can address (at most {sys.maxsize})"
+            )
+        backend = self.backend(target.backend)
+        try:
+            storage = backend.allocate(target, nbytes)
+        except OutOfDeviceMemoryError:
+            raise
+        except MemoryError as exc:
+            raise OutOfDeviceMemoryError(
+                f"{target} cannot hold {nbytes} bytes (shape {dims}, dtype {kind}): {exc}"
+            ) from exc
         return Tensor(storage, dims, kind, 0, self)
 
     def zeros(
@@ -266,30 +283,33 @@ class Environment:
         dtype: npt.DTypeLike,
         device: str | Device = HOST_BACKEND,
     ) -> Tensor:
-        """A tensor of zeros on ``device``; raises as :meth:`empty`."""
+        """A tensor of zeros (every byte 0) on ``device``; raises as :meth:`empty`."""
         tensor = self.empty(shape, dtype, device)
-        self.fill(tensor, 0)
+        self._fill(tensor, bytes(tensor.dtype.itemsize))
         return tensor
 
     def fill(self, tensor: Tensor, value: object) -> None:
         """Set every element of ``tensor`` (or of a view) to ``value``.
 
-        Uses the backend's :class:`Filler` capability when it has one, else an
-        upload. Raises ``ValueError`` when ``value`` does not convert to the
-        tensor's dtype, and what :meth:`copy_tensor` raises for the destination.
+        One rule decides on every backend whether ``value`` fits the dtype: the
+        conversion may round floating-point precision but lose nothing else (no
+        overflow, no truncation, no strings for numbers; see the README). Uses
+        the backend's :class:`Filler` capability when it has one, else an
+        upload. Raises ``ValueError`` naming the value and dtype when the value
+        does not fit, before anything is written, and what :meth:`copy_tensor`
+        raises for the destination.
         """
         self._check_tensor(tensor, "tensor")
-        try:
-            element = np.array(value, dtype=tensor.dtype)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise ValueError(f"cannot convert {value!r} to {tensor.dtype}: {exc}") from None
-        if element.shape != ():
-            raise ValueError(f"fill takes a scalar value, got shape {element.shape}")
+        self._fill(tensor, element_bytes(value, tensor.dtype))
+
+    def _fill(self, tensor: Tensor, pattern: bytes) -> None:
         backend = self.backend(tensor.device.backend)
         if isinstance(backend, Filler) and tensor.writable:
-            backend.fill(tensor, element.tobytes())
-        else:
-            self.copy_tensor(self._wrap(np.full(tensor.shape, element), writable=False), tensor)
+            backend.fill(tensor, pattern)
+            return
+        element = np.frombuffer(pattern, np.uint8)
+        source = np.tile(element, tensor.size).view(tensor.dtype).reshape(tensor.shape)
+        self.copy_tensor(self._wrap(source, writable=False), tensor)
 
     def wrap_storage(
         self,
