@@ -99,7 +99,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the core, the backends, the benchmarks and this file."""
+    """mypy --strict over the core (with the benchmark), the backends, the probes and this file."""
     session.install(".[webgpu,bench]", *_group("typecheck"))
     session.run("mypy")
 
