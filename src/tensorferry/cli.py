@@ -2,8 +2,8 @@
 
 ``tensorferry devices`` lists every device the installed backends offer and
 why any backend failed to load. ``tensorferry bench ...`` hands its arguments
-to the benchmark package ``tensorferry_bench`` (see ``tensorferry bench --help``),
-imported only then, so the rest of the command works without it.
+to the benchmark, :mod:`tensorferry.bench` (see ``tensorferry bench --help``),
+imported only then, so the rest of the command never loads it.
 """
 
 from __future__ import annotations
@@ -17,12 +17,7 @@ from tensorferry.environment import Environment
 
 __all__ = ["main"]
 
-_BENCH_MODULE = "tensorferry_bench"
-_BENCH_HINT = (
-    "the benchmark package 'tensorferry_bench' is not importable; it ships in tensorferry's "
-    "wheel and lives in benchmarks/ of a source checkout: reinstall tensorferry "
-    "(pip install 'tensorferry[bench]', or pip install -e '.[bench]' in a checkout)"
-)
+_BENCH_MODULE = "tensorferry.bench"
 
 
 def _devices() -> int:
@@ -52,13 +47,7 @@ def _devices() -> int:
 
 
 def _bench(argv: Sequence[str]) -> int:
-    try:
-        bench = importlib.import_module(_BENCH_MODULE)
-    except ImportError as exc:
-        if exc.name != _BENCH_MODULE:
-            raise
-        print(f"tensorferry bench: {_BENCH_HINT}", file=sys.stderr)
-        return 2
+    bench = importlib.import_module(_BENCH_MODULE)
     return int(bench.main(list(argv), prog="tensorferry bench"))
 
 

@@ -1,4 +1,4 @@
-"""Command line of the benchmark: ``tensorferry bench`` and ``python -m tensorferry_bench``."""
+"""Command line of the benchmark: ``tensorferry bench`` and ``python -m tensorferry.bench``."""
 
 from __future__ import annotations
 
@@ -209,7 +209,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     json_path: Path = args.json or _RESULTS_DIR / f"tensorferry-bench-{stamp}.json"
     plot_path: Path = args.plot or json_path.with_suffix(".png")
     command = [
-        *(prog or "python -m tensorferry_bench").split(),
+        *(prog or "python -m tensorferry.bench").split(),
         *(sys.argv[1:] if argv is None else argv),
     ]
     machine = machine_info(command) | {"adapter": _adapter_summary(outcome)}

@@ -1,7 +1,7 @@
 """tensorferry's benchmark harness: tensorferry's transfers next to their peers.
 
 Run it as ``tensorferry bench`` (``python -m tensorferry bench``) or
-``python -m tensorferry_bench``; ``--help`` lists the options. It measures, in
+``python -m tensorferry.bench``; ``--help`` lists the options. It measures, in
 one process, uploads, downloads, device-to-device copies, round trips,
 host-to-host copies over a range of sizes and batches of small tensors, for
 tensorferry and, where available, raw wgpu-py, ``numpy.copyto``, torch CUDA

@@ -29,7 +29,7 @@ class Case(Protocol):
     def verify(self) -> None:
         """Poison the destination, run once, and compare it with the source.
 
-        Raises :class:`~tensorferry_bench._workload.VerificationError` on a mismatch.
+        Raises :class:`~tensorferry.bench._workload.VerificationError` on a mismatch.
         """
         ...
 
