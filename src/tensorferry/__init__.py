@@ -11,9 +11,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tensorferry.backend import Backend, BackendFactory, Filler
+    from tensorferry.backend import Backend, BackendFactory, Filler, MemoryUsage, RawAccess
     from tensorferry.device import HOST, Device, DeviceType, MemoryKind
-    from tensorferry.environment import ENTRY_POINT_GROUP, Environment
+    from tensorferry.environment import Environment
     from tensorferry.errors import (
         BackendUnavailableError,
         ClosedError,
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     )
     from tensorferry.handle import CopyHandle
     from tensorferry.manager import DataTransferManager
+    from tensorferry.registry import ENTRY_POINT_GROUP
     from tensorferry.storage import HostStorage, Storage
     from tensorferry.tensor import Tensor
     from tensorferry.transfer import (
@@ -48,11 +49,13 @@ _HOMES = {
     "Backend": "backend",
     "BackendFactory": "backend",
     "Filler": "backend",
+    "MemoryUsage": "backend",
+    "RawAccess": "backend",
     "HOST": "device",
     "Device": "device",
     "DeviceType": "device",
     "MemoryKind": "device",
-    "ENTRY_POINT_GROUP": "environment",
+    "ENTRY_POINT_GROUP": "registry",
     "Environment": "environment",
     "BackendUnavailableError": "errors",
     "ClosedError": "errors",
@@ -114,8 +117,10 @@ __all__ = [
     "IncompatibleTensorsError",
     "InvalidArrayError",
     "MemoryKind",
+    "MemoryUsage",
     "NoTransferError",
     "OutOfDeviceMemoryError",
+    "RawAccess",
     "Storage",
     "Tensor",
     "TensorferryError",
