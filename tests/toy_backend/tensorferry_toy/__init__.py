@@ -134,12 +134,16 @@ def _move(source: memoryview, target: memoryview, flip: bool) -> None:
         for start in range(0, len(data), len(_SCRATCH)):
             chunk = len(data[start : start + len(_SCRATCH)])
             _SCRATCH[:chunk] = data[start : start + chunk]
-            target[start : start + chunk] = _SCRATCH[:chunk]
+            _unstage(target, start, chunk)
         return
     if flip:
         target[:] = bytes(b ^ 0xFF for b in source)
     else:
         target[:] = bytes(source)
+
+
+def _unstage(target: memoryview, start: int, count: int) -> None:
+    target[start : start + count] = _SCRATCH[:count]
 
 
 class _Batch:
