@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from tensorferry import Device, Environment
 
-__all__ = ["DevicePair"]
+__all__ = ["FUZZ_COUNTS", "DevicePair"]
 
 # The suite's shared checks live in a helper module; let pytest rewrite its asserts.
 pytest.register_assert_rewrite("tensorferry.conformance._support")
@@ -51,6 +51,9 @@ _SOAK = "tensorferry_soak"
 _CHILD = "TENSORFERRY_CONFORMANCE_CHILD"
 """Set in the child interpreter an isolated test runs in."""
 _CHILD_TIMEOUT = 600
+
+FUZZ_COUNTS: dict[str, int] = {}
+"""Property-based examples run in this process, by device; the summary reports them."""
 
 
 class DevicePair(NamedTuple):
@@ -336,6 +339,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_sep("-", "tensorferry conformance")
     for line in selection.summary():
         terminalreporter.write_line(line)
+    if FUZZ_COUNTS:
+        counts = ", ".join(f"{device}: {count}" for device, count in FUZZ_COUNTS.items())
+        terminalreporter.write_line(f"property-based examples run, by device: {counts}")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
