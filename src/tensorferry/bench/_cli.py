@@ -9,16 +9,21 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import attrs
+
 from ._plot import PlotUnavailableError, draw_plot
 from ._report import check_targets, machine_info, render_text, to_json
 from ._runner import (
     DEFAULT_PATHS,
     DEFAULT_SIZES,
+    LATENCY_TIMING,
     PATH_NAMES,
     BenchConfig,
+    Result,
     RunOutcome,
     run_benchmark,
 )
+from ._suites import DEFAULT_WORKLOADS, QUICK_WORKLOADS, WORKLOAD_NAMES, ModelLoad
 from ._targets import TARGET_SETS, select_target_set
 from ._timing import Timing
 from ._workload import Op, format_size, parse_size
@@ -28,6 +33,7 @@ __all__ = ["build_parser", "main"]
 _QUICK_SIZES = (4 << 10, 64 << 10, 1 << 20, 4 << 20)
 _FULL_TIMING = Timing()
 _QUICK_TIMING = Timing(warmup=1, min_repeats=3, min_seconds=0.02, max_repeats=50)
+_QUICK_LATENCY = Timing(warmup=10, min_repeats=100, min_seconds=0.0, max_repeats=100)
 _RESULTS_DIR = Path("bench-results")
 
 
@@ -104,9 +110,44 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         metavar="COUNTxSIZE",
         help="the batch workload (default: 1000x1K)",
     )
+    parser.add_argument(
+        "--workloads",
+        type=_choices((*WORKLOAD_NAMES, "all")),
+        help=f"comma-separated workloads: {', '.join(WORKLOAD_NAMES)}, or all (default: "
+        f"{','.join(DEFAULT_WORKLOADS)}; --quick: {','.join(QUICK_WORKLOADS)}). sizes: the "
+        "size ops over --sizes; batches: --batch; latency: 4 KiB upload until landed, "
+        "download and round trip, p50/p99; decode-step: three int64[1,1] uploads then "
+        "float32[1,128256] logits down; model-load: --model-tensors tensors, log-uniform "
+        "sizes from 4 KiB to --model-max-size, into new and into existing device tensors; "
+        "sustained: upload, download and download into a new array at --sustained-sizes",
+    )
     op_names = [op.value for op in Op]
     parser.add_argument(
-        "--ops", type=_choices(op_names), help=f"comma-separated ops: {', '.join(op_names)}"
+        "--ops",
+        type=_choices(op_names),
+        help=f"comma-separated ops, measured in every workload that has them: "
+        f"{', '.join(op_names)}",
+    )
+    parser.add_argument(
+        "--latency-samples",
+        type=int,
+        help=f"timed runs per latency and decode-step case (default "
+        f"{LATENCY_TIMING.min_repeats}; --quick: {_QUICK_LATENCY.min_repeats})",
+    )
+    parser.add_argument(
+        "--model-tensors", type=int, default=300, help="tensors in model-load (default 300)"
+    )
+    parser.add_argument(
+        "--model-max-size",
+        type=_one_size,
+        help="largest model-load tensor (default: 64 MiB, about 1.9 GiB in all, on a GPU; "
+        "4 MiB elsewhere; --max-size caps it)",
+    )
+    parser.add_argument(
+        "--sustained-sizes",
+        type=_size_list,
+        help="sizes of the sustained workload (default: 1G,4G, on GPUs only); sizes above "
+        "the device's largest buffer are left out with a note",
     )
     parser.add_argument(
         "--paths",
@@ -154,8 +195,20 @@ def _config(args: argparse.Namespace) -> BenchConfig:
     if args.max_size is not None:
         sizes = tuple(n for n in sizes if n <= args.max_size)
     ops = tuple(Op(name) for name in args.ops) if args.ops else tuple(Op)
-    if not sizes and not any(op.is_batch for op in ops):
+    workloads = args.workloads or (QUICK_WORKLOADS if args.quick else DEFAULT_WORKLOADS)
+    if "all" in workloads:
+        workloads = WORKLOAD_NAMES
+    if not sizes and set(workloads) <= {"sizes"}:
         raise ValueError("no size is left to measure; check --sizes and --max-size")
+    latency = _QUICK_LATENCY if args.quick else LATENCY_TIMING
+    if args.latency_samples is not None:
+        if args.latency_samples < 1:
+            raise ValueError("expected --latency-samples >= 1")
+        latency = attrs.evolve(
+            latency, min_repeats=args.latency_samples, max_repeats=args.latency_samples
+        )
+    if args.model_tensors < 1:
+        raise ValueError("expected --model-tensors >= 1")
     count, nbytes = args.batch
     return BenchConfig(
         device=args.device,
@@ -167,7 +220,18 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         timing=timing,
         progress=not args.no_progress,
         traceback=args.traceback,
+        workload_names=workloads,
+        latency_timing=latency,
+        model_load=ModelLoad(
+            count=args.model_tensors, max_nbytes=args.model_max_size, limit=args.max_size
+        ),
+        sustained_sizes=args.sustained_sizes,
     )
+
+
+def _sweep(outcome: RunOutcome) -> list[Result]:
+    """The results of the size sweep and the batch."""
+    return [r for r in outcome.results if not r.workload.group]
 
 
 def _wgpu_adapter(outcome: RunOutcome) -> dict[str, object]:
@@ -221,7 +285,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     except OSError as exc:
         print(f"\nwarning: cannot write {json_path}: {exc}", file=sys.stderr)
     try:
-        draw_plot(outcome, plot_path)
+        # the plot draws the sweep and the batch; the named workloads are in the tables
+        draw_plot(attrs.evolve(outcome, results=_sweep(outcome)), plot_path)
         print(f"wrote {plot_path}")
     except PlotUnavailableError as exc:
         print(f"note: {exc}", file=sys.stderr)

@@ -13,7 +13,7 @@ from importlib import metadata
 import attrs
 
 from ._runner import PathInfo, Result, RunOutcome
-from ._targets import TARGET_SETS, Outcome, evaluate
+from ._targets import TARGET_SETS, Outcome, evaluate, workload_targets
 from ._workload import BATCH_OPS, SIZE_OPS, Op, Workload, format_size
 
 __all__ = ["SCHEMA", "check_targets", "machine_info", "render_text", "to_json"]
@@ -197,8 +197,15 @@ def _group_section(group: str, results: Sequence[Result], infos: Sequence[PathIn
 
 
 def check_targets(outcome: RunOutcome, target_sets: Sequence[str]) -> dict[str, list[Outcome]]:
-    """Every target of the chosen sets, checked against this run."""
-    return {name: [evaluate(t, outcome.results) for t in TARGET_SETS[name]] for name in target_sets}
+    """Every target of the chosen sets, checked against this run; the latency and
+    bandwidth targets of set ``name`` come under ``name-latency-bandwidth``."""
+    checked = {}
+    for name in target_sets:
+        checked[name] = [evaluate(t, outcome.results) for t in TARGET_SETS[name]]
+        checked[f"{name}-latency-bandwidth"] = [
+            evaluate(t, outcome.results) for t in workload_targets(name, outcome.results)
+        ]
+    return checked
 
 
 def render_text(outcome: RunOutcome, targets: dict[str, list[Outcome]]) -> str:

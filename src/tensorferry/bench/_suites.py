@@ -80,19 +80,22 @@ class ModelLoad:
     ``min_nbytes`` to the largest, drawn with ``seed`` (the same every run).
 
     ``max_nbytes`` None means 64 MiB on a GPU (about 1.9 GiB in all) and 4 MiB on
-    other devices (lavapipe: about 170 MiB, seconds).
+    other devices (lavapipe: about 170 MiB, seconds); ``limit`` caps either.
     """
 
     count: int = 300
     max_nbytes: int | None = None
     min_nbytes: int = 4096
     seed: int = 5
+    limit: int | None = None
 
     def largest(self, gpu: bool) -> int:
         """The size of the largest tensor on a GPU (``gpu``) or another device."""
         if self.max_nbytes is not None:
-            return self.max_nbytes
-        return _GPU_MODEL_MAX if gpu else _OTHER_MODEL_MAX
+            largest = self.max_nbytes
+        else:
+            largest = _GPU_MODEL_MAX if gpu else _OTHER_MODEL_MAX
+        return largest if self.limit is None else min(largest, self.limit)
 
     def sizes(self, largest: int) -> tuple[int, ...]:
         """The tensor sizes, multiples of 256 bytes, in the order they are copied."""
