@@ -106,11 +106,14 @@ def test_every_new_workload_runs_verified(
         ("tensorferry", "upload"),
         ("tensorferry", "download"),
         ("tensorferry", "download-new"),
+        ("tensorferry", "d2d"),
         ("wgpu-py", "upload"),
         ("wgpu-py", "download"),
+        ("wgpu-py", "d2d"),
         ("numpy.copyto", "upload"),
         ("numpy.copyto", "download"),
         ("numpy.copyto", "download-new"),
+        ("numpy.copyto", "d2d"),
     }
 
     unavailable = {p["name"]: p["reason"] for p in document["paths"] if not p["available"]}
@@ -205,6 +208,32 @@ def test_lavapipe_targets_of_the_new_workloads_are_reported(
     assert "target >= 1.2x" in report
 
 
+def test_gpu_targets_of_the_new_workloads_check_what_was_measured(tmp_path: Path) -> None:
+    status, document = _bench(
+        tmp_path,
+        "--workloads",
+        "latency,decode-step",
+        "--latency-samples",
+        "3",
+        "--paths",
+        "tensorferry,wgpu-py",
+        "--targets",
+        "gpu",
+    )
+    assert status == 0
+    checked = {t["text"]: t for t in document["targets"]["gpu-latency-bandwidth"]}
+    latency = checked["4 KiB download (latency workload)"]
+    assert latency["requirement"] == "<= 90 us p50"
+    assert latency["value"] == next(
+        r["median_s"]
+        for r in document["results"]
+        if (r["workload"], r["op"], r["path"]) == ("latency", "download", "tensorferry")
+    )
+    assert isinstance(checked["decode-step-batched"]["passed"], bool)
+    assert checked["model-load, allocation included"]["note"] == "not in this run"
+    assert checked["sustained download-new 4 GiB"]["passed"] is None
+
+
 def _workloads_for(device: Any) -> list[Any]:
     plan = plan_workloads(
         ["latency", "decode-step", "model-load", "sustained"],
@@ -232,6 +261,7 @@ def test_a_path_that_delivers_wrong_data_is_caught_before_timing(
         Op.DOWNLOAD,
         Op.ROUNDTRIP,
         Op.DOWNLOAD_NEW,
+        Op.D2D,
         Op.DECODE_STEP,
         Op.DECODE_STEP_BATCHED,
         Op.MODEL_LOAD,

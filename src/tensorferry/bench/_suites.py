@@ -65,7 +65,7 @@ DECODE_VOCAB = 128256
 
 MODEL_LOAD_OPS = (Op.MODEL_LOAD, Op.MODEL_LOAD_EXISTING)
 
-SUSTAINED_OPS = (Op.UPLOAD, Op.DOWNLOAD, Op.DOWNLOAD_NEW)
+SUSTAINED_OPS = (Op.UPLOAD, Op.DOWNLOAD, Op.DOWNLOAD_NEW, Op.D2D)
 SUSTAINED_SIZES = (1 << 30, 4 << 30)
 """Sizes of the ``sustained`` workload unless ``--sustained-sizes`` says otherwise."""
 

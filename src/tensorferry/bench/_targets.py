@@ -160,28 +160,38 @@ def select_target_set(choice: str, adapter_type: str | None) -> list[str]:
     return []
 
 
-def _sweep_sizes(results: Sequence[Result], op: Op, smallest: int, largest: int) -> list[int]:
-    """The sizes the sweep measured for ``op`` from ``smallest`` to ``largest``."""
-    return sorted(
-        {
-            r.workload.nbytes
-            for r in results
-            if r.workload.op is op and not r.workload.group
-            if smallest <= r.workload.nbytes <= largest
-        }
-    )
+def _sized(results: Sequence[Result], op: Op, smallest: int, largest: int) -> list[Workload]:
+    """The workloads of ``op`` the sweep and ``sustained`` measured from ``smallest``
+    to ``largest`` bytes, smallest first."""
+    found = {
+        r.workload
+        for r in results
+        if r.workload.op is op and r.workload.group in ("", "sustained")
+        if smallest <= r.workload.nbytes <= largest
+    }
+    return sorted(found, key=lambda w: (w.nbytes, w.group))
+
+
+def _text(workload: Workload) -> str:
+    """``"upload 4 KiB"``, or ``"sustained upload 1 GiB"``."""
+    group = f"{workload.group} " if workload.group else ""
+    return f"{group}{workload.op.value} {format_size(workload.nbytes)}"
 
 
 def _against_raw(results: Sequence[Result], threshold: float, largest: int) -> list[Target]:
-    """tensorferry / raw wgpu-py >= ``threshold`` for every size the sweep measured up
-    and down from 4 KiB to ``largest``."""
+    """tensorferry / raw wgpu-py >= ``threshold`` for every size measured up and down
+    from 4 KiB to ``largest``."""
     return [
-        _speedup(
-            op, n, "wgpu-py", threshold, f"{op.value} {format_size(n)}: tensorferry / raw wgpu-py"
-        )
+        Target(f"{_text(w)}: tensorferry / raw wgpu-py", w, Kind.SPEEDUP, threshold, "wgpu-py")
         for op in (Op.UPLOAD, Op.DOWNLOAD)
-        for n in _sweep_sizes(results, op, 4 << 10, largest)
+        for w in _sized(results, op, 4 << 10, largest)
     ]
+
+
+def _device_copy(results: Sequence[Result], nbytes: int) -> Workload:
+    """The d2d workload of ``nbytes`` this run measured: the sweep's, else ``sustained``'s."""
+    found = _sized(results, Op.D2D, nbytes, nbytes)
+    return found[0] if found else Workload(Op.D2D, nbytes)
 
 
 _LATENCY_UPLOAD = Workload(Op.UPLOAD, LATENCY_NBYTES, group="latency")
@@ -255,21 +265,24 @@ def _gpu_workload_targets(results: Sequence[Result]) -> list[Target]:
             3.5,
             "torch-cuda",
         ),
-        Target("d2d 1 GiB", Workload(Op.D2D, _GiB), Kind.BANDWIDTH, 1000),
-        Target("d2d 256 MiB", Workload(Op.D2D, 256 * _MiB), Kind.BANDWIDTH, 700),
-        _speedup(
-            Op.D2D, 256 * _MiB, "wgpu-py", 2.5, "d2d 256 MiB: tensorferry / copy_buffer_to_buffer"
+    ]
+    d2d_1g, d2d_256m = _device_copy(results, _GiB), _device_copy(results, 256 * _MiB)
+    targets += [
+        Target(_text(d2d_1g), d2d_1g, Kind.BANDWIDTH, 1000),
+        Target(_text(d2d_256m), d2d_256m, Kind.BANDWIDTH, 700),
+        Target(
+            f"{_text(d2d_256m)}: tensorferry / copy_buffer_to_buffer",
+            d2d_256m,
+            Kind.SPEEDUP,
+            2.5,
+            "wgpu-py",
         ),
     ]
     targets += [
-        Target(
-            f"sustained {format_size(n)} {op.value}",
-            Workload(op, n, group="sustained"),
-            Kind.BANDWIDTH,
-            25,
-        )
+        Target(_text(w), w, Kind.BANDWIDTH, 25)
         for n in (_GiB, 4 * _GiB)
         for op in (Op.UPLOAD, Op.DOWNLOAD, Op.DOWNLOAD_NEW)
+        for w in [Workload(op, n, group="sustained")]
     ]
     return [*targets, *_against_raw(results, 1.0, _GiB)]
 
