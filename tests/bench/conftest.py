@@ -1,10 +1,10 @@
 """Fixtures of the benchmark's tests: a private XDG runtime directory for Mesa, and
-``faulty_path``, the bench's tensorferry path on a real backend whose transfer drops
-one bit of every copy in one direction, so that every case it runs delivers wrong data.
+``faulty_path``, the bench's tensorferry path on a real backend whose transfer adds 1
+to the last byte of every copy in one direction, so that every case it runs delivers wrong data.
 
 The faulty backend is a complete tensorferry backend (memory in ``bytearray``\\ s, a
 transfer that copies host <-> device and within the device); the only thing wrong
-with it is the bit it flips, which is what the tests plant.
+with it is that byte, which is what the tests plant.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def _bytes_of(tensor: tf.Tensor) -> memoryview:
 
 class FaultyTransfer:
     """Copies host <-> device and device -> device byte for byte, except that copies
-    whose destination is in ``faulty_side`` (``"device"`` or ``"host"``) get the last
-    byte complemented."""
+    whose destination is in ``faulty_side`` (``"device"`` or ``"host"``) get 1 added to
+    their last byte."""
 
     def __init__(self, device: tf.Device, faulty_side: str | None) -> None:
         self._device = device
@@ -71,7 +71,7 @@ class FaultyTransfer:
             target[:] = bytes(_bytes_of(src))
             side = "host" if dst.device.is_host else "device"
             if side == self._faulty_side and len(target):
-                target[-1] ^= 0xFF
+                target[-1] = (target[-1] + 1) % 256  # twice is still wrong
 
     def close(self) -> None:
         """Nothing to release."""

@@ -250,7 +250,7 @@ def _workloads_for(device: Any) -> list[Any]:
 def test_a_path_that_delivers_wrong_data_is_caught_before_timing(
     side: str, faulty_path: Callable[[str | None], TensorferryPath]
 ) -> None:
-    """A backend whose copies into ``side`` flip a byte: every case of every new
+    """A backend whose copies into ``side`` get one byte wrong: every case of every new
     workload fails its check and is never timed; the same backend without the fault
     passes them all, so the check is what fails."""
     control = faulty_path(None)
