@@ -31,8 +31,8 @@ from tensorferry.policy import (
     DevicePolicyDelegate,
     apply_policy,
     default_spec,
-    describe_devices,
     match_device,
+    no_match_message,
 )
 from tensorferry.storage import HostStorage, Storage
 from tensorferry.tensor import Tensor, as_dtype, as_shape, check_out_array
@@ -320,15 +320,11 @@ class Environment:
     def _match_device(self, spec: str) -> Device:
         devices = self.devices()
         found = match_device(devices, spec)
-        if found is not None:
-            return found
-        errors = self.backend_errors.items()
-        failed = "".join(f"; backend {name!r} did not load: {why}" for name, why in errors)
-        raise UnknownDeviceError(
-            f"no backend, device type or device name matches {spec!r}; expected a backend "
-            f"name, 'gpu', 'npu' or part of a device name; available backends: "
-            f"{self.backend_names}; devices: {describe_devices(devices)}{failed}"
-        )
+        if found is None:
+            raise UnknownDeviceError(
+                no_match_message(spec, devices, self.backend_names, self.backend_errors)
+            )
+        return found
 
     def select_device(self, policy: DevicePolicy | DevicePolicyDelegate | None = None) -> Device:
         """The device ``policy`` picks (see :class:`DevicePolicy`), or a delegate's choice.

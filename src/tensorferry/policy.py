@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeAlias
 
 from tensorferry.device import Device, DeviceType, MemoryKind
@@ -25,8 +25,8 @@ __all__ = [
     "DevicePolicyDelegate",
     "apply_policy",
     "default_spec",
-    "describe_devices",
     "match_device",
+    "no_match_message",
 ]
 
 logger = logging.getLogger(__name__)
@@ -175,6 +175,23 @@ def match_device(devices: Sequence[Device], spec: str) -> Device | None:
     return found
 
 
-def describe_devices(devices: Sequence[Device]) -> str:
-    """One line per device for error messages: ``webgpu:0 (CPU) llvmpipe ... via Vulkan``."""
-    return "; ".join(f"{d} ({d.type.name}) {d.name}".rstrip() for d in devices) or "none"
+def no_match_message(
+    spec: str, devices: Sequence[Device], backends: Sequence[str], errors: Mapping[str, str]
+) -> str:
+    """Why ``spec`` names no device: what was expected, the backends and devices
+    there are, and why any backend did not load."""
+    listing = "; ".join(f"{d} ({d.type.name}) {d.name}".rstrip() for d in devices) or "none"
+    failed = "".join(f"; backend {name!r} did not load: {why}" for name, why in errors.items())
+    kind = _TYPE_NAMES.get(spec.strip().lower())
+    if kind is not None:
+        software = (
+            " (software adapters such as llvmpipe are CPU devices)"
+            if kind is DeviceType.GPU
+            else ""
+        )
+        return f"no {kind.name} device{software}; devices: {listing}{failed}"
+    return (
+        f"no backend, device type or device name matches {spec!r}; expected a backend "
+        f"name, 'gpu', 'npu' or part of a device name; available backends: "
+        f"{list(backends)}; devices: {listing}{failed}"
+    )

@@ -165,11 +165,13 @@ def test_env_device_backend_name_wins_over_a_device_name(
 
 def test_env_device_no_match_lists_devices(acc_env: Environment) -> None:
     with pytest.raises(UnknownDeviceError) as info:
-        acc_env.device("npu")
+        acc_env.device("nothing like it")
     message = str(info.value)
-    assert "no backend, device type or device name matches 'npu'" in message
+    assert "no backend, device type or device name matches 'nothing like it'" in message
     assert "available backends: ['cpu', 'acc']" in message
     assert "acc:1 (GPU) fake acc 1" in message
+    with pytest.raises(UnknownDeviceError, match=r"no NPU device; devices: cpu \(CPU\) host"):
+        acc_env.device("npu")
 
 
 # select_device and TENSORFERRY_DEVICE ---------------------------------------------------
