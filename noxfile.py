@@ -49,6 +49,12 @@ _add_pyenv_interpreters()
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 
+ISOLATED = ("-n", "auto")
+"""pytest-xdist workers: a test that takes its interpreter down (a wgpu panic aborts
+the process) fails by name and a fresh worker runs the rest, instead of the whole
+session dying; on two cores the workers also halve the wall time."""
+
+
 def _group(name: str) -> list[str]:
     return list(nox.project.dependency_groups(PYPROJECT, name))
 
@@ -59,11 +65,14 @@ def tests(session: nox.Session, backend: str) -> None:
     """The core tests and the conformance suite for one backend, from an installed wheel."""
     session.install(".[webgpu]" if backend == "webgpu" else ".", *_group("test"))
     session.run("python", "-m", "tensorferry", "devices")
-    session.run("python", "-m", "pytest", f"tests/{'core' if backend == 'cpu' else backend}")
+    session.run(
+        "python", "-m", "pytest", *ISOLATED, f"tests/{'core' if backend == 'cpu' else backend}"
+    )
     session.run(
         "python",
         "-m",
         "pytest",
+        *ISOLATED,
         "--pyargs",
         "tensorferry.conformance",
         f"--tensorferry-backend={backend}",

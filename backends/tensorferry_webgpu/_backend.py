@@ -163,7 +163,13 @@ class WebGPUBackend:
         tensorferry then allocates from it and copies with its queue, so the
         caller's compute code can use the tensors' buffers; the caller keeps
         ownership of the device (tensorferry never destroys it).
+
+        Raises ``ValueError`` for a device made from an OpenGL adapter of another
+        enumeration than :func:`tensorferry_webgpu.adapters`: two enumerations of
+        Mesa's GL adapter abort the process once devices of both are polled, so
+        such a device is refused before it is ever used.
         """
+        _check_same_enumeration(gpu.adapter)
         with self._lock:
             if self._closed:
                 raise ClosedError("the webgpu backend is closed")
@@ -215,6 +221,22 @@ class WebGPUBackend:
                 f"{size} bytes at offset {offset} do not fit a buffer of {buffer.size} bytes"
             )
         return WebGPUStorage(context, buffer, size, base=offset, external=True)
+
+
+_GL_BACKENDS = frozenset({"OpenGL", "OpenGLES"})
+
+
+def _check_same_enumeration(adapter: wgpu.GPUAdapter) -> None:
+    if str(adapter.info["backend_type"]) not in _GL_BACKENDS:
+        return
+    if any(adapter is shared for shared in all_adapters()):
+        return
+    raise ValueError(
+        f"the device's adapter ({adapter.summary}) comes from another wgpu adapter "
+        "enumeration than tensorferry's; devices of two enumerations of an OpenGL adapter "
+        "abort the process once both are used. Expected a device requested from "
+        "tensorferry_webgpu.adapters(), e.g. tensorferry_webgpu.adapters()[i].request_device_sync()"
+    )
 
 
 def buffer_of(tensor: Tensor) -> tuple[wgpu.GPUBuffer, int]:

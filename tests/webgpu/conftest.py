@@ -90,6 +90,26 @@ def xdg_runtime_dir() -> str:
     return _ensure_xdg_runtime_dir()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_enumeration() -> Iterator[None]:
+    """Make a second wgpu adapter enumeration in this process a plain test failure.
+
+    Devices of two enumerations of Mesa's GL adapter abort the interpreter once
+    both are polled; tests must use ``tensorferry_webgpu.adapters()``, the
+    backend's one enumeration (child interpreters may do what they like).
+    """
+    tw.adapters()
+
+    def refuse() -> None:
+        raise AssertionError(
+            "a test called wgpu.gpu.enumerate_adapters_sync(); use tensorferry_webgpu.adapters()"
+        )
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(wgpu.gpu, "enumerate_adapters_sync", refuse)
+        yield
+
+
 @pytest.fixture(scope="session")
 def env() -> Iterator[tf.Environment]:
     """An environment with every backend, shared by the tests that do not count

@@ -21,7 +21,7 @@ USAGE = wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage
 def adapter(env: tf.Environment, webgpu_index: int) -> Any:
     """The wgpu adapter behind ``webgpu:<webgpu_index>``."""
     summary = env.device(f"webgpu:{webgpu_index}").property("adapter")
-    return next(a for a in wgpu.gpu.enumerate_adapters_sync() if a.summary == summary)
+    return next(a for a in tw.adapters() if a.summary == summary)
 
 
 @pytest.fixture
@@ -245,3 +245,50 @@ def test_adopting_into_two_environments(make_env: Callable[..., tf.Environment],
     with pytest.raises(tf.ClosedError):
         a.numpy()
     np.testing.assert_array_equal(b.numpy(), np.arange(5.0) * 2)
+
+
+SECOND_ENUMERATION_CHILD = """
+import json
+import wgpu
+import tensorferry as tf
+import tensorferry_webgpu as tw
+
+env = tf.Environment()
+shared = tw.adapters()
+gl = [a for a in wgpu.gpu.enumerate_adapters_sync() if a.info["backend_type"] == "OpenGL"]
+report = {"gl adapters": len(gl)}
+if gl:
+    gpu = gl[0].request_device_sync()
+    try:
+        tw.adopt_device(env, gpu)
+    except ValueError as exc:
+        report["error"] = str(exc)
+    report["devices"] = len([d for d in env.devices() if d.backend == "webgpu"])
+    report["shared devices"] = len(shared)
+env.close()
+print(json.dumps(report))
+"""
+
+
+def test_adopting_a_gl_device_of_another_enumeration_is_refused(
+    run_child: Callable[..., Any],
+) -> None:
+    """A device from a second enumeration of the GL adapter would abort the process
+    once both are used: adopting one raises ValueError before anything is submitted.
+    (In a child interpreter: the second enumeration is the hazard itself.)"""
+    if not any(a.info["backend_type"] == "OpenGL" for a in tw.adapters()):
+        pytest.skip("needs an OpenGL adapter")
+    report = run_child(SECOND_ENUMERATION_CHILD).report()
+    assert report["gl adapters"] >= 1
+    assert "another wgpu adapter enumeration" in report.get("error", ""), report
+    assert "tensorferry_webgpu.adapters()" in report["error"]
+    assert report["devices"] == report["shared devices"], "the refused device was not added"
+
+
+def test_adopting_a_device_of_the_shared_enumeration_is_accepted(
+    fresh_env: tf.Environment,
+) -> None:
+    for adapter in tw.adapters():
+        device = tw.adopt_device(fresh_env, adapter.request_device_sync())
+        data = np.arange(16, dtype=np.int32)
+        np.testing.assert_array_equal(fresh_env.from_numpy(data, device).numpy(), data)

@@ -102,7 +102,7 @@ ADOPTED_LOST_CHILD = (
     PROLOGUE
     + """
 adapter = next(
-    a for a in wgpu.gpu.enumerate_adapters_sync() if a.summary == device.property("adapter")
+    a for a in tw.adapters() if a.summary == device.property("adapter")
 )
 gpu = adapter.request_device_sync()
 adopted = tw.adopt_device(env, gpu)

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import wgpu
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
+from tensorferry_webgpu._adapters import order_adapters
 
 TYPE_ORDER = ["DiscreteGPU", "IntegratedGPU", "VirtualGPU", "CPU"]
 """Adapter types, best first, as the backend documents its order."""
@@ -45,12 +45,12 @@ def no_adapter_filter(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def backend_types() -> list[str]:
     """The backend types (Vulkan, OpenGL...) of the machine's adapters, in wgpu's order."""
-    return [str(a.info["backend_type"]) for a in wgpu.gpu.enumerate_adapters_sync()]
+    return [str(a.info["backend_type"]) for a in tw.adapters()]
 
 
 @pytest.mark.usefixtures("no_adapter_filter")
 def test_one_device_per_adapter_best_first(make_env: Callable[..., tf.Environment]) -> None:
-    adapters = wgpu.gpu.enumerate_adapters_sync()
+    adapters = tw.adapters()
     devices = webgpu_devices(make_env())
     assert [d.property("adapter") for d in devices] == expected_order(adapters)
     assert [str(d) for d in devices] == [f"webgpu:{i}" for i in range(len(adapters))]
@@ -68,14 +68,12 @@ def test_vulkan_comes_before_opengl(
 
 
 @pytest.mark.usefixtures("no_adapter_filter")
-def test_order_does_not_depend_on_enumeration_order(
-    make_env: Callable[..., tf.Environment], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The same real adapters, enumerated in reverse, give the same devices."""
-    first = webgpu_devices(make_env())
-    adapters = wgpu.gpu.enumerate_adapters_sync()
-    monkeypatch.setattr(wgpu.gpu, "enumerate_adapters_sync", lambda: adapters[::-1])
-    assert webgpu_devices(make_env()) == first
+def test_order_does_not_depend_on_enumeration_order() -> None:
+    """The same real adapters, in reverse enumeration order, are ordered the same way."""
+    adapters = tw.adapters()
+    forward = [a.summary for a in order_adapters(adapters)]
+    assert [a.summary for a in order_adapters(adapters[::-1])] == forward
+    assert forward == expected_order(adapters)
 
 
 @pytest.mark.usefixtures("no_adapter_filter")
@@ -86,7 +84,7 @@ def test_devices_are_stable_across_environments(make_env: Callable[..., tf.Envir
 
 
 def test_device_describes_its_adapter(env: tf.Environment, device: tf.Device) -> None:
-    by_summary = {a.summary: a for a in wgpu.gpu.enumerate_adapters_sync()}
+    by_summary = {a.summary: a for a in tw.adapters()}
     adapter = by_summary[device.property("adapter")]
     info = adapter.info
     assert device.backend == "webgpu"

@@ -63,7 +63,7 @@ tensors = make()
 """,
     "adopted device and wrapped buffer": """
 env = tf.Environment()
-gpu = wgpu.gpu.enumerate_adapters_sync()[0].request_device_sync()
+gpu = tw.adapters()[0].request_device_sync()
 device = tw.adopt_device(env, gpu)
 usage = wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.STORAGE
 buffer = gpu.create_buffer(size=1024, usage=usage)

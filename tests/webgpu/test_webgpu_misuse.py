@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import wgpu
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
@@ -33,7 +32,7 @@ env = tf.Environment()
 index = int(sys.argv[1])
 builtin = env.device(f"webgpu:{index}")
 adapter = next(
-    a for a in wgpu.gpu.enumerate_adapters_sync() if a.summary == builtin.property("adapter")
+    a for a in tw.adapters() if a.summary == builtin.property("adapter")
 )
 
 
@@ -49,7 +48,7 @@ def attempt(action):
 
 def _adapter(env: tf.Environment, index: int) -> Any:
     summary = env.device(f"webgpu:{index}").property("adapter")
-    return next(a for a in wgpu.gpu.enumerate_adapters_sync() if a.summary == summary)
+    return next(a for a in tw.adapters() if a.summary == summary)
 
 
 # mapped wrapped buffers -------------------------------------------------------

@@ -79,7 +79,9 @@ class WgpuPath:
                 f"wgpu is not importable ({exc}); install it: pip install 'tensorferry[webgpu]'"
             ) from exc
         self._wgpu: Any = wgpu
-        adapters = list(wgpu.gpu.enumerate_adapters_sync())
+        # tensorferry's own enumeration: a second one in this process aborts it
+        # once devices of both are used (wgpu-hal's EGL lock on the GL adapter).
+        adapters = importlib.import_module("tensorferry_webgpu").adapters()
         if not adapters:
             raise PathUnavailableError("wgpu finds no adapter on this machine")
         if device is None or device.is_host:

@@ -1,0 +1,76 @@
+"""The 16-byte-word copy kernel: exact results at any aligned offset, across
+binding windows, and refusals for what it cannot do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import wgpu
+
+import tensorferry as tf
+import tensorferry_webgpu as tw
+from tensorferry_webgpu._copy_kernel import WORD, CopyKernel, kernel_copies_pay
+
+USAGE = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+SIZE = 256 << 10
+
+
+@pytest.fixture
+def gpu(device: tf.Device) -> Any:
+    """A plain wgpu device on the adapter behind ``device``."""
+    adapter = next(a for a in tw.adapters() if a.summary == device.property("adapter"))
+    return adapter.request_device_sync()
+
+
+def _run(gpu: Any, kernel: CopyKernel, src_at: int, dst_at: int, nbytes: int) -> None:
+    data = np.random.default_rng(nbytes).integers(0, 256, SIZE, dtype=np.uint8)
+    src = gpu.create_buffer_with_data(data=data.tobytes(), usage=USAGE)
+    dst = gpu.create_buffer(size=SIZE, usage=USAGE)
+    before = np.full(SIZE, 0xA5, np.uint8)
+    gpu.queue.write_buffer(dst, 0, before)
+    encoder = gpu.create_command_encoder()
+    kernel.encode(encoder, src, src_at, dst, dst_at, nbytes)
+    gpu.queue.submit([encoder.finish()])
+    result = np.frombuffer(gpu.queue.read_buffer(dst), np.uint8)
+    expected = before.copy()
+    expected[dst_at : dst_at + nbytes] = data[src_at : src_at + nbytes]
+    np.testing.assert_array_equal(result, expected)
+
+
+@pytest.mark.parametrize(
+    ("src_at", "dst_at", "nbytes"),
+    [
+        (0, 0, SIZE),
+        (16, 48, SIZE - 64),
+        (4096 + 32, 16, 65536 + 16 * 7),
+        (0, 0, 0),
+        (WORD, 0, WORD),
+    ],
+)
+def test_copies_exactly(gpu: Any, src_at: int, dst_at: int, nbytes: int) -> None:
+    _run(gpu, CopyKernel(gpu), src_at, dst_at, nbytes)
+
+
+def test_ranges_larger_than_a_window_are_split(gpu: Any) -> None:
+    kernel = CopyKernel(gpu, max_groups=3)
+    kernel.window = 4096  # many windows, few workgroups: both loops are exercised
+    _run(gpu, kernel, 16 * 5, 16 * 301, SIZE - 16 * 400)
+
+
+def test_refuses_unaligned_ranges_and_one_buffer(gpu: Any) -> None:
+    kernel = CopyKernel(gpu)
+    buffer = gpu.create_buffer(size=4096, usage=USAGE)
+    other = gpu.create_buffer(size=4096, usage=USAGE)
+    encoder = gpu.create_command_encoder()
+    for args in ((4, 0, 16), (0, 8, 16), (0, 0, 20)):
+        with pytest.raises(ValueError, match="multiples of 16"):
+            kernel.encode(encoder, buffer, args[0], other, args[1], args[2])
+    with pytest.raises(ValueError, match="two distinct buffers"):
+        kernel.encode(encoder, buffer, 0, buffer, 1024, 16)
+
+
+def test_kernel_copies_pay_only_on_gpus() -> None:
+    assert kernel_copies_pay("DiscreteGPU")
+    assert not kernel_copies_pay("CPU")
