@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from tensorferry import Device, Environment
 
-__all__ = ["FUZZ_COUNTS", "DevicePair"]
+__all__ = ["FIGURES", "FUZZ_COUNTS", "DevicePair"]
 
 # The suite's shared checks live in a helper module; let pytest rewrite its asserts.
 pytest.register_assert_rewrite("tensorferry.conformance._support")
@@ -54,6 +54,9 @@ _CHILD_TIMEOUT = 600
 
 FUZZ_COUNTS: dict[str, int] = {}
 """Property-based examples run in this process, by device; the summary reports them."""
+
+FIGURES: list[str] = []
+"""Measured figures (soak tests) for the terminal summary, one line each."""
 
 
 class DevicePair(NamedTuple):
@@ -342,6 +345,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if FUZZ_COUNTS:
         counts = ", ".join(f"{device}: {count}" for device, count in FUZZ_COUNTS.items())
         terminalreporter.write_line(f"property-based examples run, by device: {counts}")
+    for line in FIGURES:
+        terminalreporter.write_line(line)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
