@@ -2,10 +2,11 @@
 
 It does what ONNX Runtime's ``DataTransferManager`` does (first registered
 transfer whose ``can_copy`` holds wins) and more: it validates a whole batch
-before copying anything, groups a mixed batch per transfer while keeping the
-batch's order semantics, routes through host memory when no transfer copies
-two devices directly, and may be used from many threads while others register
-or unregister transfers.
+before copying anything, groups a mixed batch per transfer and device and runs
+independent groups concurrently while keeping the batch's order semantics,
+routes through host memory when no transfer copies two devices directly
+(streaming large tensors through bounded host buffers), and may be used from
+many threads while others register or unregister transfers.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import NamedTuple, TypeAlias, cast
 
 import attrs
 
+from tensorferry._fanout import FanOut, ThreadHandle
+from tensorferry._routing import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNKS, RoutedStream, StreamOptions
 from tensorferry.device import HOST, Device
 from tensorferry.errors import (
     ClosedError,
@@ -52,16 +55,50 @@ class _Route:
     hops: tuple[IDataTransfer, ...]
 
 
-_Stage: TypeAlias = "list[tuple[IDataTransfer, list[CopyPair]]]"
-"""Per-transfer groups whose pairs touch disjoint memory, so they may run in any order."""
+@attrs.frozen(eq=False)
+class _Call:
+    """One ``copy_tensors`` call: the pairs of one transfer and device, in batch order."""
+
+    transfer: IDataTransfer
+    pairs: list[CopyPair]
+
+    @property
+    def transfers(self) -> tuple[IDataTransfer, ...]:
+        return (self.transfer,)
+
+    def run(self) -> None:
+        self.transfer.copy_tensors(self.pairs)
+
+    def start(self) -> TransferHandle | None:
+        """The transfer's own async batch, or None when it has none (run it then)."""
+        if isinstance(self.transfer, AsyncDataTransfer):
+            return self.transfer.copy_tensors_async(self.pairs)
+        return None
+
+
+_Group: TypeAlias = "_Call | RoutedStream"
+
+_Stage: TypeAlias = "list[_Group]"
+"""Groups whose pairs touch disjoint memory, so they may run in any order, or at once."""
 
 _Hops: TypeAlias = "tuple[IDataTransfer, ...]"
 
 
 class _Step(NamedTuple):
+    """A pair for one transfer (or a whole streamed route), and the lane it runs in:
+    steps of one lane go to one call, in order."""
+
     transfer: IDataTransfer
     src: Tensor
     dst: Tensor
+    lane: object
+    stream: RoutedStream | None = None
+
+
+def _lane(transfer: IDataTransfer, src: Tensor, dst: Tensor) -> tuple[int, Device]:
+    """Pairs of one transfer are grouped per device: the source's, unless it is host memory."""
+    device = src.device
+    return (id(transfer), dst.device if device.is_host else device)
 
 
 @attrs.frozen
@@ -78,6 +115,13 @@ class DataTransferManager:
     ``owner`` is the environment whose tensors this manager accepts (``None``
     accepts any tensor). ``host_allocator`` makes the host memory used to route
     copies that no transfer makes directly; pass ``None`` to disable routing.
+    A routed pair larger than ``stream_chunk_bytes`` streams: chunk k is
+    uploaded while chunk k+1 is downloaded, through ``stream_chunks`` reused
+    host buffers of that size. Independent groups of a batch (per transfer and
+    device) run concurrently on up to ``fan_out_threads`` threads besides the
+    caller's; 0 runs them one after another. Raises ``TypeError``/``ValueError``
+    for bad values of these (chunks below 4096 bytes, fewer than 2 buffers,
+    negative threads).
 
     A copy counts as *in flight* on each transfer it uses from the moment it
     picks them until it has landed: for an asynchronous batch, until its handle
@@ -91,7 +135,12 @@ class DataTransferManager:
         *,
         owner: TensorOwner | None = None,
         host_allocator: Callable[[int], HostStorage] | None = HostStorage.allocate,
+        stream_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        stream_chunks: int = DEFAULT_CHUNKS,
+        fan_out_threads: int = 8,
     ) -> None:
+        self._stream = StreamOptions(stream_chunk_bytes, stream_chunks)
+        self._fan_out = FanOut(fan_out_threads)
         self._owner = owner
         self._host_allocator = host_allocator
         self._lock = threading.Condition(threading.RLock())
@@ -193,6 +242,7 @@ class DataTransferManager:
             transfers, self._transfers = self._transfers, ()
             self._registered.clear()
             self._routes.clear()
+        self._fan_out.close()
         for transfer in reversed(transfers):
             transfer.close()
 
@@ -258,8 +308,10 @@ class DataTransferManager:
         plan = self._start(srcs, dsts)
         try:
             for stage in plan.stages:
-                for transfer, pairs in stage:
-                    transfer.copy_tensors(pairs)
+                if len(stage) == 1:
+                    stage[0].run()
+                else:
+                    self._fan_out.run([group.run for group in stage])
         finally:
             self._leave(plan.transfers)
 
@@ -268,8 +320,9 @@ class DataTransferManager:
         whose ``wait()`` (or ``await``) finishes it.
 
         Transfers that implement :class:`AsyncDataTransfer` run in the
-        background; the others copy before this returns. A batch whose pairs
-        depend on each other across transfers waits between those parts.
+        background, and so do streamed routes; the others copy before this
+        returns. A batch whose pairs depend on each other across transfers or
+        devices waits between those parts.
         Validation errors are raised here, before anything is copied; errors of
         the copies themselves by the handle's ``wait()``.
         """
@@ -278,13 +331,20 @@ class DataTransferManager:
         try:
             for index, stage in enumerate(plan.stages):
                 if index:
-                    for handle in handles:
-                        handle.wait()
-                for transfer, pairs in stage:
-                    if isinstance(transfer, AsyncDataTransfer):
-                        handles.append(transfer.copy_tensors_async(pairs))
+                    for landing in handles:
+                        landing.wait()
+                inline: list[Callable[[], None]] = []
+                for group in stage:
+                    started = (
+                        ThreadHandle(group.run, name="tensorferry-route")
+                        if isinstance(group, RoutedStream)
+                        else group.start()
+                    )
+                    if started is None:
+                        inline.append(group.run)
                     else:
-                        transfer.copy_tensors(pairs)
+                        handles.append(started)
+                self._fan_out.run(inline)
         except BaseException:
             for handle in handles:  # what started keeps its transfer busy until it lands
                 with contextlib.suppress(Exception):
@@ -407,8 +467,9 @@ class DataTransferManager:
         self._check_open()
         routes = self._routes_of(srcs, dsts)
         only = _only_transfer(routes)
-        if only is not None:  # the common case: one transfer copies every pair directly
-            return _Plan([[(only, list(zip(srcs, dsts, strict=True)))]], (only,))
+        if only is not None and _one_device(srcs, dsts):
+            # the common case: one transfer copies every pair directly, on one device
+            return _Plan([[_Call(only, list(zip(srcs, dsts, strict=True)))]], (only,))
         stages = _stages(self._steps(srcs, dsts, routes))
         return _Plan(stages, tuple(_transfers_of(stages)))
 
@@ -448,18 +509,26 @@ class DataTransferManager:
     def _steps(
         self, srcs: Sequence[Tensor], dsts: Sequence[Tensor], routes: Sequence[_Hops]
     ) -> list[_Step]:
-        """One step per direct pair; a routed pair becomes a download into fresh
-        host memory and an upload from it."""
+        """One step per direct pair. A routed pair larger than a stream chunk is one
+        step that streams it; a smaller one becomes a download into fresh host
+        memory and an upload from it."""
         steps: list[_Step] = []
+        allocate = self._host_allocator
         for index, (src, dst, hops) in enumerate(zip(srcs, dsts, routes, strict=True)):
             if len(hops) == 1:
-                steps.append(_Step(hops[0], src, dst))
+                steps.append(_Step(hops[0], src, dst, _lane(hops[0], src, dst)))
                 continue
-            assert self._host_allocator is not None  # no routes without it
+            assert allocate is not None  # no routes without it
+            down, up = hops
+            if self._stream.streams(src.nbytes):
+                logger.debug("pair %d: %s -> %s streamed", index, src.device, dst.device)
+                stream = RoutedStream(down, up, src, dst, allocate, self._stream)
+                steps.append(_Step(down, src, dst, ("stream", index), stream))
+                continue
             logger.debug("pair %d: %s -> %s through host memory", index, src.device, dst.device)
-            staging = Tensor(self._host_allocator(src.nbytes), src.shape, src.dtype, 0, src.owner)
-            steps.append(_Step(hops[0], src, staging))
-            steps.append(_Step(hops[1], staging, dst))
+            staging = Tensor(allocate(src.nbytes), src.shape, src.dtype, 0, src.owner)
+            steps.append(_Step(down, src, staging, _lane(down, src, staging)))
+            steps.append(_Step(up, staging, dst, _lane(up, staging, dst)))
         return steps
 
 
@@ -474,12 +543,27 @@ def _only_transfer(routes: Sequence[_Hops]) -> IDataTransfer | None:
     return only
 
 
+def _one_device(srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> bool:
+    """Whether every pair runs on one device (the lane of :func:`_lane`)."""
+    first: Device | None = None
+    for src, dst in zip(srcs, dsts, strict=True):
+        device = src.storage.device
+        if device.is_host:
+            device = dst.storage.device
+        if first is None:
+            first = device
+        elif device != first:
+            return False
+    return True
+
+
 def _transfers_of(stages: Sequence[_Stage]) -> list[IDataTransfer]:
     """Each transfer of a plan once."""
     unique: dict[int, IDataTransfer] = {}
     for stage in stages:
-        for transfer, _ in stage:
-            unique.setdefault(id(transfer), transfer)
+        for group in stage:
+            for transfer in group.transfers:
+                unique.setdefault(id(transfer), transfer)
     return list(unique.values())
 
 
@@ -493,15 +577,16 @@ def _memory_range(tensor: Tensor) -> tuple[object, int, int]:
 
 
 def _stages(steps: Sequence[_Step]) -> list[_Stage]:
-    """Group steps per transfer, starting a new stage only where order matters.
+    """Group steps per lane (transfer and device), starting a new stage only where
+    order matters.
 
     Step j must run after step i < j when they touch overlapping bytes, one of
-    them writes, and they use different transfers (one transfer keeps its own
-    batch in order). Each step goes to the earliest stage that respects that.
+    them writes, and they are in different lanes (one call keeps its own pairs
+    in order). Each step goes to the earliest stage that respects that, so the
+    lanes of one stage touch disjoint memory and may run at once.
     """
-    transfers = {id(s.transfer) for s in steps}
-    if len(transfers) <= 1:
-        return [[(steps[0].transfer, [(s.src, s.dst) for s in steps])]] if steps else []
+    if len({s.lane for s in steps}) <= 1:
+        return [[_group_of(steps)]] if steps else []
     accesses: dict[object, list[tuple[int, int, int, bool]]] = defaultdict(list)
     for number, step in enumerate(steps):
         for tensor, writes in ((step.src, False), (step.dst, True)):
@@ -523,16 +608,21 @@ def _stages(steps: Sequence[_Step]) -> list[_Stage]:
         stage_of.append(
             max(
                 (
-                    stage_of[first] + (steps[first].transfer is not step.transfer)
+                    stage_of[first] + (steps[first].lane != step.lane)
                     for first in after.get(number, ())
                 ),
                 default=0,
             )
         )
-    groups: list[dict[int, tuple[IDataTransfer, list[CopyPair]]]] = [
-        {} for _ in range(max(stage_of) + 1)
-    ]
+    lanes: list[dict[object, list[_Step]]] = [{} for _ in range(max(stage_of) + 1)]
     for number, step in enumerate(steps):
-        group = groups[stage_of[number]].setdefault(id(step.transfer), (step.transfer, []))
-        group[1].append((step.src, step.dst))
-    return [list(stage.values()) for stage in groups]
+        lanes[stage_of[number]].setdefault(step.lane, []).append(step)
+    return [[_group_of(lane) for lane in stage.values()] for stage in lanes]
+
+
+def _group_of(lane: Sequence[_Step]) -> _Group:
+    """The call (or the stream) that runs the steps of one lane of one stage."""
+    first = lane[0]
+    if first.stream is not None:
+        return first.stream
+    return _Call(first.transfer, [(s.src, s.dst) for s in lane])

@@ -307,7 +307,7 @@ def test_a_manager_without_owner_accepts_any_tensor(
 # grouping and order ---------------------------------------------------------------
 
 
-def test_mixed_batch_calls_each_transfer_once_with_its_pairs_in_order(
+def test_mixed_batch_calls_each_transfer_once_per_device_with_its_pairs_in_order(
     wired: DataTransferManager, recording_cpu: Any, acca: Any
 ) -> None:
     sources = [_host(np.full(4, i, np.int16)) for i in range(6)]
@@ -322,17 +322,17 @@ def test_mixed_batch_calls_each_transfer_once_with_its_pairs_in_order(
     wired.copy_tensors(sources, destinations)
     pairs = list(zip(sources, destinations, strict=True))
     assert recording_cpu.calls == [[pairs[0], pairs[2], pairs[5]]]
-    assert acca.transfer.calls == [[pairs[1], pairs[3], pairs[4]]]
+    assert sorted(acca.transfer.calls, key=len) == [[pairs[3]], [pairs[1], pairs[4]]]
     for i, dst in enumerate(destinations):
         value = _values(dst) if dst.device.is_host else acca.read(dst)
         np.testing.assert_array_equal(value, np.full(4, i))
 
 
-def test_downloads_and_uploads_of_one_backend_share_one_call(
+def test_downloads_and_uploads_of_one_device_share_one_call(
     wired: DataTransferManager, acca: Any
 ) -> None:
     on_device = acca.tensor([1.0, 2.0])
-    back, up = _host([0.0, 0.0]), acca.tensor([0.0, 0.0], index=1)
+    back, up = _host([0.0, 0.0]), acca.tensor([0.0, 0.0])
     wired.copy_tensors([on_device, _host([3.0, 4.0])], [back, up])
     assert len(acca.transfer.calls) == 1
     np.testing.assert_array_equal(_values(back), [1, 2])
@@ -419,12 +419,24 @@ def test_no_split_when_transfers_only_read_the_same_memory(
     assert (len(recording_cpu.calls), len(acca.transfer.calls)) == (1, 1)
 
 
-def test_dependencies_within_one_transfer_do_not_split(
+def test_dependencies_within_one_transfer_and_device_do_not_split(
     wired: DataTransferManager, acca: Any
+) -> None:
+    device, middle, other = acca.tensor([0, 0]), _host([0, 0]), acca.tensor([0, 0])
+    wired.copy_tensors([_host([4, 2]), device, middle], [device, middle, other])
+    assert len(acca.transfer.calls) == 1
+    np.testing.assert_array_equal(acca.read(other), [4, 2])
+
+
+def test_dependencies_across_devices_of_one_transfer_are_ordered(
+    wired: DataTransferManager, acca: Any, events: list[str]
 ) -> None:
     device, middle, other = acca.tensor([0, 0]), _host([0, 0]), acca.tensor([0, 0], index=1)
     wired.copy_tensors([_host([4, 2]), device, middle], [device, middle, other])
-    assert len(acca.transfer.calls) == 1
+    assert acca.transfer.calls == [
+        [(acca.transfer.calls[0][0][0], device), (device, middle)],
+        [(middle, other)],
+    ]
     np.testing.assert_array_equal(acca.read(other), [4, 2])
 
 
@@ -493,14 +505,18 @@ def test_routes_between_accelerators_through_host_memory(
     assert (staging.shape, staging.dtype) == (src.shape, src.dtype)
 
 
-def test_routed_batch_downloads_in_one_call_and_uploads_in_one_call(
+def test_routed_batch_downloads_once_per_device_and_uploads_in_one_call(
     wired: DataTransferManager, acca: Any, accb: Any, events: list[str]
 ) -> None:
     sources = [acca.tensor(np.full(5, i, np.uint16), index=i % 2) for i in range(4)]
     destinations = [accb.tensor(np.zeros(5, np.uint16)) for _ in range(4)]
     wired.copy_tensors(sources, destinations)
-    assert events == ["copy acca", "copy accb"]
-    assert [src for src, _ in acca.transfer.calls[0]] == sources
+    assert events == ["copy acca", "copy acca", "copy accb"]
+    downloaded = [[src for src, _ in call] for call in acca.transfer.calls]
+    assert sorted(downloaded, key=lambda call: call[0].device.index) == [
+        sources[0::2],
+        sources[1::2],
+    ]
     assert [dst for _, dst in accb.transfer.calls[0]] == destinations
     for i, dst in enumerate(destinations):
         np.testing.assert_array_equal(accb.read(dst), np.full(5, i))
