@@ -23,6 +23,7 @@ from tensorferry import (
     DataTransferManager,
     Device,
     HostStorage,
+    Storage,
     Tensor,
 )
 from tensorferry_cpu import CpuDataTransfer
@@ -38,7 +39,7 @@ class _Hooked:
 
     def __init__(self, inner: tensorferry_toy.ToyDataTransfer) -> None:
         self.inner = inner
-        self.hook: Callable[[Sequence[CopyPair]], None] = lambda pairs: None
+        self.hook: Callable[[Sequence[CopyPair]], object] = lambda pairs: None
         self.lock = threading.Lock()
         self.calls: list[list[CopyPair]] = []
         self.running = 0
@@ -369,7 +370,7 @@ def test_mixed_batches_with_dependencies_equal_a_loop(
     rng = np.random.default_rng(threads)
     length = 3 * CHUNK
     host = rng.integers(0, 256, length, dtype=np.uint8)
-    storages = {"host": HostStorage.wrap(host)}
+    storages: dict[str, Storage] = {"host": HostStorage.wrap(host)}
     mirrors = {"host": host.copy()}
     for name, index in (("toy0", 0), ("toy1", 1)):
         start = rng.integers(0, 256, length, dtype=np.uint8)
