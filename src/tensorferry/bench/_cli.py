@@ -13,6 +13,7 @@ import attrs
 
 import tensorferry as tf
 
+from ._multi import GPU_TO_GPU_SIZES, MULTI_WORKLOADS, MultiReport, gpu_devices, run_multi
 from ._plot import PlotUnavailableError, draw_plot
 from ._report import check_targets, machine_info, render_text, to_json
 from ._runner import (
@@ -25,9 +26,9 @@ from ._runner import (
     RunOutcome,
     run_benchmark,
 )
-from ._suites import DEFAULT_WORKLOADS, QUICK_WORKLOADS, WORKLOAD_NAMES, ModelLoad
+from ._suites import DEFAULT_WORKLOADS, QUICK_WORKLOADS, WORKLOAD_NAMES, ModelLoad, is_gpu
 from ._targets import TARGET_SETS, select_target_set
-from ._timing import Timing
+from ._timing import Samples, Timing
 from ._workload import Op, format_size, parse_size
 
 __all__ = ["EXIT_UNAVAILABLE", "build_parser", "main"]
@@ -129,7 +130,18 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "download and round trip, p50/p99; decode-step: three int64[1,1] uploads then "
         "float32[1,128256] logits down; model-load: --model-tensors tensors, log-uniform "
         "sizes from 4 KiB to --model-max-size, into new and into existing device tensors; "
-        "sustained: upload, download and download into a new array at --sustained-sizes",
+        "sustained: upload, download and download into a new array at --sustained-sizes; "
+        "fan-out: model-load spread over every device of the backend, beside one device, "
+        "one group after another and the host's copy limit; gpu-to-gpu: the first two "
+        "devices, streamed through host, beside their download and upload (and torch's "
+        "cuda:0 -> cuda:1) at --gpu-to-gpu-sizes",
+    )
+    parser.add_argument(
+        "--gpu-to-gpu-sizes",
+        type=_size_list,
+        default=GPU_TO_GPU_SIZES,
+        metavar="SIZES",
+        help="sizes of the gpu-to-gpu workload (default: 256MiB,1GiB)",
     )
     op_names = [op.value for op in Op]
     parser.add_argument(
@@ -311,6 +323,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     outcome = run_benchmark(config)
     targets = check_targets(outcome, select_target_set(args.targets, _adapter_type(outcome)))
     print(render_text(outcome, targets), flush=True)
+    multi = _run_multi(config, args.gpu_to_gpu_sizes)
+    if multi is not None:
+        print(multi.render(), flush=True)
 
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     json_path: Path = args.json or _RESULTS_DIR / f"tensorferry-bench-{stamp}.json"
@@ -321,6 +336,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     ]
     machine = machine_info(command) | {"adapter": _adapter_summary(outcome)}
     document = to_json(outcome, targets, machine)
+    if multi is not None:
+        document["multi_device"] = attrs.asdict(multi, value_serializer=_plain)
     try:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(document, indent=2) + "\n")
@@ -338,4 +355,34 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
     if outcome.interrupted:
         return 130
-    return 1 if any(r.wrong_data for r in outcome.results) else 0
+    wrong = any(r.wrong_data for r in outcome.results) or (
+        multi is not None and any(r.error.startswith("VerificationError") for r in multi.rates)
+    )
+    return 1 if wrong else 0
+
+
+def _run_multi(config: BenchConfig, gpu_to_gpu_sizes: Sequence[int]) -> MultiReport | None:
+    """The multi-device workloads named in ``config``, on a fresh environment."""
+    names = [n for n in config.workload_names if n in MULTI_WORKLOADS]
+    if not names:
+        return None
+    backend = config.device.partition(":")[0].strip().lower()
+    with tf.Environment() as env:
+        devices = gpu_devices(env, backend)
+        model = config.model_load
+        parts = model.sizes(model.largest(is_gpu(devices[0] if devices else None)))
+        return run_multi(
+            env,
+            backend,
+            names,
+            parts=parts,
+            gpu_to_gpu_sizes=gpu_to_gpu_sizes,
+            timing=config.timing,
+        )
+
+
+def _plain(instance: object, field: object, value: object) -> object:
+    """JSON-ready values for attrs.asdict: run times as a list of seconds."""
+    if isinstance(value, Samples):
+        return list(value.seconds)
+    return value

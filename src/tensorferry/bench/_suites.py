@@ -43,9 +43,19 @@ __all__ = [
     "plan_workloads",
 ]
 
-WORKLOAD_NAMES = ("sizes", "batches", "latency", "decode-step", "model-load", "sustained")
+WORKLOAD_NAMES = (
+    "sizes",
+    "batches",
+    "latency",
+    "decode-step",
+    "model-load",
+    "sustained",
+    "fan-out",
+    "gpu-to-gpu",
+)
 """Every workload ``--workloads`` can name: ``sizes`` is the sweep of the size ops,
-``batches`` the batch of small tensors."""
+``batches`` the batch of small tensors; ``fan-out`` and ``gpu-to-gpu`` use every
+device of the backend (see :mod:`tensorferry.bench._multi`)."""
 
 DEFAULT_WORKLOADS = ("sizes", "batches", "latency", "decode-step", "model-load")
 """What a run measures unless told otherwise; ``sustained`` (GiB-sized) only when named."""
