@@ -8,11 +8,12 @@ One abstraction (:class:`IDataTransfer`, :class:`DataTransferManager`,
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tensorferry.backend import Backend, BackendFactory, Filler, MemoryUsage, RawAccess
-    from tensorferry.device import HOST, Device, DeviceType, MemoryKind
+    from tensorferry.device import HOST, Device, DeviceType, MemoryKind, PropertyValue
     from tensorferry.environment import Environment
     from tensorferry.errors import (
         BackendUnavailableError,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     )
     from tensorferry.handle import CopyHandle
     from tensorferry.manager import DataTransferManager
+    from tensorferry.policy import DevicePolicy, DevicePolicyDelegate
     from tensorferry.registry import ENTRY_POINT_GROUP
     from tensorferry.storage import HostStorage, Storage
     from tensorferry.tensor import Tensor
@@ -41,6 +43,11 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
+
+# What tensorferry logs (backends that fail to load, devices chosen and why,
+# copies routed through host memory) shows only where the application
+# configures logging: never through logging's last-resort stderr handler.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 # Names load on first use (PEP 562), so that importing the package -- which the
 # conformance plugin's pytest11 entry point does in every pytest run -- costs
@@ -55,6 +62,7 @@ _HOMES = {
     "Device": "device",
     "DeviceType": "device",
     "MemoryKind": "device",
+    "PropertyValue": "device",
     "ENTRY_POINT_GROUP": "registry",
     "Environment": "environment",
     "BackendUnavailableError": "errors",
@@ -70,6 +78,8 @@ _HOMES = {
     "UnsupportedDtypeError": "errors",
     "CopyHandle": "handle",
     "DataTransferManager": "manager",
+    "DevicePolicy": "policy",
+    "DevicePolicyDelegate": "policy",
     "HostStorage": "storage",
     "Storage": "storage",
     "Tensor": "tensor",
@@ -108,6 +118,8 @@ __all__ = [
     "DataTransferManager",
     "Device",
     "DeviceLostError",
+    "DevicePolicy",
+    "DevicePolicyDelegate",
     "DeviceType",
     "Environment",
     "Filler",
@@ -120,6 +132,7 @@ __all__ = [
     "MemoryUsage",
     "NoTransferError",
     "OutOfDeviceMemoryError",
+    "PropertyValue",
     "RawAccess",
     "Storage",
     "Tensor",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -38,6 +39,8 @@ from tensorferry.transfer import (
 )
 
 __all__ = ["DataTransferManager"]
+
+logger = logging.getLogger(__name__)
 
 _MISSING = object()
 
@@ -169,6 +172,11 @@ class DataTransferManager:
                 up = self.get_data_transfer(HOST, dst)
                 if down is not None and up is not None:
                     route = _Route((down, up))
+                    logger.info(
+                        "no transfer copies %s -> %s directly: routing through host memory",
+                        src,
+                        dst,
+                    )
             self._routes[key] = route
             return route
 
@@ -443,11 +451,12 @@ class DataTransferManager:
         """One step per direct pair; a routed pair becomes a download into fresh
         host memory and an upload from it."""
         steps: list[_Step] = []
-        for src, dst, hops in zip(srcs, dsts, routes, strict=True):
+        for index, (src, dst, hops) in enumerate(zip(srcs, dsts, routes, strict=True)):
             if len(hops) == 1:
                 steps.append(_Step(hops[0], src, dst))
                 continue
             assert self._host_allocator is not None  # no routes without it
+            logger.debug("pair %d: %s -> %s through host memory", index, src.device, dst.device)
             staging = Tensor(self._host_allocator(src.nbytes), src.shape, src.dtype, 0, src.owner)
             steps.append(_Step(hops[0], src, staging))
             steps.append(_Step(hops[1], staging, dst))

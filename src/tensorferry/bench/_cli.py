@@ -9,26 +9,38 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import attrs
+
+import tensorferry as tf
+
 from ._plot import PlotUnavailableError, draw_plot
 from ._report import check_targets, machine_info, render_text, to_json
 from ._runner import (
     DEFAULT_PATHS,
     DEFAULT_SIZES,
+    LATENCY_TIMING,
     PATH_NAMES,
     BenchConfig,
+    Result,
     RunOutcome,
     run_benchmark,
 )
+from ._suites import DEFAULT_WORKLOADS, QUICK_WORKLOADS, WORKLOAD_NAMES, ModelLoad
 from ._targets import TARGET_SETS, select_target_set
 from ._timing import Timing
 from ._workload import Op, format_size, parse_size
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_UNAVAILABLE", "build_parser", "main"]
 
-_QUICK_SIZES = (4 << 10, 64 << 10, 1 << 20, 4 << 20)
+_QUICK_SMALL_SIZES = (4 << 10, 1 << 20)
+"""What ``--quick`` measures beside the sizes of the targets it checks."""
 _FULL_TIMING = Timing()
 _QUICK_TIMING = Timing(warmup=1, min_repeats=3, min_seconds=0.02, max_repeats=50)
+_QUICK_LATENCY = Timing(warmup=10, min_repeats=100, min_seconds=0.0, max_repeats=100)
 _RESULTS_DIR = Path("bench-results")
+
+EXIT_UNAVAILABLE = 3
+"""Exit status when the device asked for (``--device``) cannot be used."""
 
 
 def _size_list(text: str) -> tuple[int, ...]:
@@ -77,14 +89,18 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
             "Measure tensorferry's transfers (upload, download, device-to-device, round trip, "
             "host-to-host, and batches of small tensors) next to raw wgpu-py, numpy.copyto, "
             "torch CUDA and ONNX Runtime's WebGPU EP where those are available. Prints GB/s "
-            "tables, ratios and the issue's targets, writes JSON and a PNG plot."
+            "tables, ratios and how the run compares with tensorferry's performance targets "
+            "for the kind of device, writes JSON and a PNG plot. Exit status: 0; 1 when a "
+            "transfer returned wrong data; 2 for bad options; 3 when the device cannot be "
+            "used (nothing is measured or written then); 130 after Ctrl-C."
         ),
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"seconds, not minutes: sizes {', '.join(map(format_size, _QUICK_SIZES))}, "
-        "few repeats",
+        help="seconds, not minutes: few repeats, the batches, and sizes "
+        f"{', '.join(map(format_size, _QUICK_SMALL_SIZES))} plus those of the targets "
+        "checked (64 MiB on a CPU adapter, 256 MiB and 4 KiB on a GPU)",
     )
     parser.add_argument(
         "--device",
@@ -104,9 +120,44 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         metavar="COUNTxSIZE",
         help="the batch workload (default: 1000x1K)",
     )
+    parser.add_argument(
+        "--workloads",
+        type=_choices((*WORKLOAD_NAMES, "all")),
+        help=f"comma-separated workloads: {', '.join(WORKLOAD_NAMES)}, or all (default: "
+        f"{','.join(DEFAULT_WORKLOADS)}; --quick: {','.join(QUICK_WORKLOADS)}). sizes: the "
+        "size ops over --sizes; batches: --batch; latency: 4 KiB upload until landed, "
+        "download and round trip, p50/p99; decode-step: three int64[1,1] uploads then "
+        "float32[1,128256] logits down; model-load: --model-tensors tensors, log-uniform "
+        "sizes from 4 KiB to --model-max-size, into new and into existing device tensors; "
+        "sustained: upload, download and download into a new array at --sustained-sizes",
+    )
     op_names = [op.value for op in Op]
     parser.add_argument(
-        "--ops", type=_choices(op_names), help=f"comma-separated ops: {', '.join(op_names)}"
+        "--ops",
+        type=_choices(op_names),
+        help=f"comma-separated ops, measured in every workload that has them: "
+        f"{', '.join(op_names)}",
+    )
+    parser.add_argument(
+        "--latency-samples",
+        type=int,
+        help=f"timed runs per latency and decode-step case (default "
+        f"{LATENCY_TIMING.min_repeats}; --quick: {_QUICK_LATENCY.min_repeats})",
+    )
+    parser.add_argument(
+        "--model-tensors", type=int, default=300, help="tensors in model-load (default 300)"
+    )
+    parser.add_argument(
+        "--model-max-size",
+        type=_one_size,
+        help="largest model-load tensor (default: 64 MiB, about 1.9 GiB in all, on a GPU; "
+        "4 MiB elsewhere; --max-size caps it)",
+    )
+    parser.add_argument(
+        "--sustained-sizes",
+        type=_size_list,
+        help="sizes of the sustained workload (default: 1G,4G, on GPUs only); sizes above "
+        "the device's largest buffer are left out with a note",
     )
     parser.add_argument(
         "--paths",
@@ -130,8 +181,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--targets",
         choices=("auto", *TARGET_SETS, "all", "none"),
         default="auto",
-        help="which of the issue's targets to check (default: auto, by the adapter type of "
-        "the device: a CPU adapter is lavapipe, a GPU is a GPU; none for other devices)",
+        help="which performance targets to check (default: auto, by the adapter type of "
+        "the device: those set for lavapipe on a CPU adapter, for GPUs on a GPU; none for "
+        "other devices)",
     )
     parser.add_argument("--no-progress", action="store_true", help="show no progress")
     parser.add_argument(
@@ -140,7 +192,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace) -> BenchConfig:
+def _config(args: argparse.Namespace, target_sets: Sequence[str]) -> BenchConfig:
     base = _QUICK_TIMING if args.quick else _FULL_TIMING
     timing = Timing(
         warmup=base.warmup if args.warmup is None else args.warmup,
@@ -150,12 +202,24 @@ def _config(args: argparse.Namespace) -> BenchConfig:
     )
     if timing.warmup < 0 or timing.min_repeats < 1 or timing.min_seconds < 0:
         raise ValueError("expected --warmup >= 0, --repeats >= 1 and --min-time >= 0")
-    sizes = args.sizes or (_QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    sizes = args.sizes or (_quick_sizes(target_sets) if args.quick else DEFAULT_SIZES)
     if args.max_size is not None:
         sizes = tuple(n for n in sizes if n <= args.max_size)
     ops = tuple(Op(name) for name in args.ops) if args.ops else tuple(Op)
-    if not sizes and not any(op.is_batch for op in ops):
+    workloads = args.workloads or (QUICK_WORKLOADS if args.quick else DEFAULT_WORKLOADS)
+    if "all" in workloads:
+        workloads = WORKLOAD_NAMES
+    if not sizes and set(workloads) <= {"sizes"}:
         raise ValueError("no size is left to measure; check --sizes and --max-size")
+    latency = _QUICK_LATENCY if args.quick else LATENCY_TIMING
+    if args.latency_samples is not None:
+        if args.latency_samples < 1:
+            raise ValueError("expected --latency-samples >= 1")
+        latency = attrs.evolve(
+            latency, min_repeats=args.latency_samples, max_repeats=args.latency_samples
+        )
+    if args.model_tensors < 1:
+        raise ValueError("expected --model-tensors >= 1")
     count, nbytes = args.batch
     return BenchConfig(
         device=args.device,
@@ -167,7 +231,38 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         timing=timing,
         progress=not args.no_progress,
         traceback=args.traceback,
+        workload_names=workloads,
+        latency_timing=latency,
+        model_load=ModelLoad(
+            count=args.model_tensors, max_nbytes=args.model_max_size, limit=args.max_size
+        ),
+        sustained_sizes=args.sustained_sizes,
     )
+
+
+def _sweep(outcome: RunOutcome) -> list[Result]:
+    """The results of the size sweep and the batch."""
+    return [r for r in outcome.results if not r.workload.group]
+
+
+def _quick_sizes(target_sets: Sequence[str]) -> tuple[int, ...]:
+    """Small sizes and every size a checked target needs: the headline figures."""
+    headline = {
+        target.workload.nbytes
+        for name in target_sets
+        for target in TARGET_SETS[name]
+        if not target.workload.op.is_batch
+    }
+    return tuple(sorted({*_QUICK_SMALL_SIZES, *headline}))
+
+
+def _resolve_device(spec: str) -> tuple[tf.Device | None, str]:
+    """The device ``--device`` names, or None and why it cannot be used."""
+    with tf.Environment() as env:
+        try:
+            return env.device(spec), ""
+        except (tf.UnknownDeviceError, TypeError, ValueError) as exc:
+            return None, str(exc)
 
 
 def _wgpu_adapter(outcome: RunOutcome) -> dict[str, object]:
@@ -194,11 +289,23 @@ def _adapter_type(outcome: RunOutcome) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """Run the benchmark; return 0, 1 if a transfer returned wrong data, 130 on Ctrl-C."""
+    """Run the benchmark; return 0, 1 if a transfer returned wrong data, 3 when the
+    device cannot be used (before measuring or writing anything), 130 on Ctrl-C."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    adapter_type: str | None = None
+    if any(name.startswith("tensorferry") for name in (args.paths or DEFAULT_PATHS)):
+        device, reason = _resolve_device(args.device)
+        if device is None:
+            print(
+                f"{prog or 'tensorferry bench'}: cannot use device {args.device!r}: {reason}",
+                file=sys.stderr,
+            )
+            return EXIT_UNAVAILABLE
+        adapter_type = str(device.property("adapter_type")) or None
+    target_sets = select_target_set(args.targets, adapter_type)
     try:
-        config = _config(args)
+        config = _config(args, target_sets)
     except ValueError as exc:
         parser.error(str(exc))
     outcome = run_benchmark(config)
@@ -221,7 +328,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     except OSError as exc:
         print(f"\nwarning: cannot write {json_path}: {exc}", file=sys.stderr)
     try:
-        draw_plot(outcome, plot_path)
+        # the plot draws the sweep and the batch; the named workloads are in the tables
+        draw_plot(attrs.evolve(outcome, results=_sweep(outcome)), plot_path)
         print(f"wrote {plot_path}")
     except PlotUnavailableError as exc:
         print(f"note: {exc}", file=sys.stderr)

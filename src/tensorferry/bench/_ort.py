@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._path import Case, FunctionCase, PathUnavailableError
+from ._suites import check_decode_inputs, decode_inputs, decode_poison
 from ._workload import POISON_BYTE, HostData, Op, VerificationError, Workload
 
 __all__ = ["OrtWebGpuPath"]
@@ -32,6 +33,15 @@ _DESCRIPTIONS = {
     Op.BATCH_UPLOAD: "one onnxruntime.copy_tensors of every pair, then a 4-byte download",
     Op.BATCH_DOWNLOAD: "one onnxruntime.copy_tensors of every pair",
     Op.BATCH_D2D: "one onnxruntime.copy_tensors of every pair, then a 4-byte download",
+    Op.DOWNLOAD_NEW: "numpy.empty, then onnxruntime.copy_tensors into an OrtValue over it",
+    Op.DECODE_STEP: "onnxruntime.copy_tensors of each input, then of the logits "
+    "(OrtValues over the arrays' bytes)",
+    Op.DECODE_STEP_BATCHED: "one onnxruntime.copy_tensors of the three inputs, then one of "
+    "the logits",
+    Op.MODEL_LOAD: "an OrtValue allocated per tensor, one onnxruntime.copy_tensors, then a "
+    "4-byte download",
+    Op.MODEL_LOAD_EXISTING: "one onnxruntime.copy_tensors into the existing OrtValues, then a "
+    "4-byte download",
 }
 
 
@@ -147,6 +157,10 @@ class OrtWebGpuPath:
 
     def prepare(self, workload: Workload, data: HostData) -> Case:
         """WebGPU OrtValues for ``workload`` and host OrtValues over ``data``."""
+        if workload.op in (Op.DECODE_STEP, Op.DECODE_STEP_BATCHED):
+            return self._decode_step(workload, data)
+        if workload.op in (Op.MODEL_LOAD, Op.MODEL_LOAD_EXISTING):
+            return self._model_load(workload, data)
         sources = [self._host_value(row) for row in data.source]
         outputs = [self._host_value(row) for row in data.destination]
         poison = self._host_value(np.full(workload.nbytes, POISON_BYTE, np.uint8))
@@ -211,8 +225,75 @@ class OrtWebGpuPath:
                     self._copy([poison], [target])
                     verify_host()
 
+            case Op.DOWNLOAD_NEW:
+                (value,) = filled()
+
+                def fresh_array() -> np.ndarray[Any, Any]:
+                    array = np.empty(workload.nbytes, np.uint8)
+                    self._copy([value], [self._host_value(array)])
+                    return array
+
+                return FunctionCase(
+                    run=fresh_array, verify=lambda: data.check(fresh_array(), self.name)
+                )
             case _:
                 raise ValueError(f"{self.name} does not measure {workload.op}")
+        return FunctionCase(run=run, verify=verify)
+
+    def _decode_step(self, workload: Workload, data: HostData) -> Case:
+        """The inputs copied up (one call each, or one call), then the logits down."""
+        inputs = decode_inputs(data)
+        host_inputs = [self._host_value(value.view(np.uint8).reshape(-1)) for value in inputs]
+        device_inputs = [self._allocate(value.nbytes) for value in inputs]
+        logits = self._allocate(data.source.nbytes)
+        self._copy([self._host_value(data.source[0])], [logits])
+        out = self._host_value(data.destination[0])
+        one_call_each = workload.op is Op.DECODE_STEP
+
+        def run() -> None:
+            if one_call_each:
+                for host, on_device in zip(host_inputs, device_inputs, strict=True):
+                    self._copy([host], [on_device])
+            else:
+                self._copy(host_inputs, device_inputs)
+            self._copy([logits], [out])
+
+        def verify() -> None:
+            poisoned = self._host_value(decode_poison().view(np.uint8).reshape(-1))
+            self._copy([poisoned] * len(device_inputs), device_inputs)
+            data.destination.fill(POISON_BYTE)
+            run()
+            landed = [np.empty(value.nbytes, np.uint8) for value in inputs]
+            self._copy(device_inputs, [self._host_value(array) for array in landed])
+            check_decode_inputs(landed, inputs, self.name)
+            data.check(data.destination, self.name)
+
+        return FunctionCase(run=run, verify=verify)
+
+    def _model_load(self, workload: Workload, data: HostData) -> Case:
+        """One ``copy_tensors`` of every tensor, into new OrtValues or existing ones."""
+        sources = [self._host_value(v) for v in workload.split(data.source[0])]
+        outputs = [self._host_value(v) for v in workload.split(data.destination[0])]
+        existing = (
+            [self._allocate(n) for n in workload.parts]
+            if workload.op is Op.MODEL_LOAD_EXISTING
+            else []
+        )
+
+        def run() -> list[Any]:
+            targets = existing or [self._allocate(n) for n in workload.parts]
+            self._copy(sources, targets)
+            self._wait()
+            return targets
+
+        def verify() -> None:
+            if existing:
+                poison = np.full(max(workload.parts), POISON_BYTE, np.uint8)
+                self._copy([self._host_value(poison[:n]) for n in workload.parts], existing)
+            data.destination.fill(POISON_BYTE)
+            self._copy(run(), outputs)
+            data.check(data.destination, self.name)
+
         return FunctionCase(run=run, verify=verify)
 
     def close(self) -> None:

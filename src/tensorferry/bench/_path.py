@@ -22,7 +22,8 @@ class Case(Protocol):
     def run(self) -> object:
         """Make the transfer once, and return only when its data has landed.
 
-        The return value is ignored.
+        The return value is released after the run's time is taken: a run that
+        allocates its destination returns it, so freeing it is not timed.
         """
         ...
 

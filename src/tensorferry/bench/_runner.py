@@ -11,6 +11,7 @@ import attrs
 
 from ._path import Case, PathUnavailableError, TransferPath
 from ._progress import Progress
+from ._suites import DEFAULT_WORKLOADS, ModelLoad, plan_workloads
 from ._tensorferry import TensorferryPath
 from ._timing import Samples, Timing, measure_interleaved
 from ._workload import BATCH_OPS, SIZE_OPS, HostData, Op, VerificationError, Workload
@@ -18,11 +19,14 @@ from ._workload import BATCH_OPS, SIZE_OPS, HostData, Op, VerificationError, Wor
 __all__ = [
     "DEFAULT_PATHS",
     "DEFAULT_SIZES",
+    "LATENCY_TIMING",
     "PATH_NAMES",
+    "SUSTAINED_TIMING",
     "BenchConfig",
     "PathInfo",
     "Result",
     "RunOutcome",
+    "measure_workload",
     "run_benchmark",
 ]
 
@@ -43,26 +47,52 @@ DEFAULT_PATHS = tuple(name for name in PATH_NAMES if name != "tensorferry-nowait
 DEFAULT_SIZES = tuple(4**k * 1024 for k in range(1, 10))
 """Powers of 4 from 4 KiB to 256 MiB."""
 
+LATENCY_TIMING = Timing(warmup=20, min_repeats=300, min_seconds=0.0, max_repeats=300)
+"""``latency`` and ``decode-step``: 300 runs each, for a p99 that means something."""
+
+SUSTAINED_TIMING = Timing(warmup=1, min_repeats=3, min_seconds=0.0, max_repeats=3)
+"""``sustained``: GiB-sized runs, three each after one untimed."""
+
 
 @attrs.frozen
 class BenchConfig:
-    """What one benchmark run measures, and how long it measures each case."""
+    """What one benchmark run measures, and how long it measures each case.
+
+    ``workload_names`` picks among :data:`~tensorferry.bench._suites.WORKLOAD_NAMES`;
+    ``ops`` filters the ops of every workload. ``timing`` times the sweep, the
+    batch and ``model-load``; ``latency_timing`` the ``latency`` and
+    ``decode-step`` cases; ``sustained_timing`` the ``sustained`` ones.
+    ``sustained_sizes`` None runs ``sustained`` at its own sizes, on GPUs only.
+    """
 
     device: str = "webgpu"
     sizes: tuple[int, ...] = DEFAULT_SIZES
     batch_count: int = 1000
     batch_nbytes: int = 1024
-    ops: tuple[Op, ...] = (*BATCH_OPS, *SIZE_OPS)
+    ops: tuple[Op, ...] = tuple(Op)
     paths: tuple[str, ...] = DEFAULT_PATHS
     timing: Timing = attrs.field(factory=Timing)
     progress: bool = True
     traceback: bool = False
+    workload_names: tuple[str, ...] = DEFAULT_WORKLOADS
+    latency_timing: Timing = LATENCY_TIMING
+    sustained_timing: Timing = SUSTAINED_TIMING
+    model_load: ModelLoad = attrs.field(factory=ModelLoad)
+    sustained_sizes: tuple[int, ...] | None = None
 
-    def workloads(self) -> list[Workload]:
+    def sweep_workloads(self) -> list[Workload]:
         """Batches first (they are quick), then every size op, smallest size first."""
         batches = [Workload(op, self.batch_nbytes, self.batch_count) for op in BATCH_OPS]
         sized = [Workload(op, n) for n in sorted(self.sizes) for op in SIZE_OPS]
         return [w for w in (*batches, *sized) if w.op in self.ops]
+
+    def timing_for(self, workload: Workload) -> Timing:
+        """How long ``workload``'s cases are timed."""
+        if workload.group in ("latency", "decode-step"):
+            return self.latency_timing
+        if workload.group == "sustained":
+            return self.sustained_timing
+        return self.timing
 
 
 @attrs.frozen
@@ -109,6 +139,7 @@ class RunOutcome:
     device: dict[str, object]
     backend_errors: dict[str, str]
     interrupted: bool = False
+    notes: list[str] = attrs.Factory(list)
 
 
 def _openers(tensorferry: TensorferryPath) -> dict[str, Callable[[], TransferPath]]:
@@ -216,8 +247,8 @@ def _opened_paths(
                 print(f"warning: closing {path.name} failed: {exc}", file=sys.stderr)
 
 
-def _measure_workload(
-    paths: Sequence[TransferPath], workload: Workload, timing: Timing, show_traceback: bool
+def measure_workload(
+    paths: Sequence[TransferPath], workload: Workload, timing: Timing, show_traceback: bool = False
 ) -> list[Result]:
     """Set up, verify and time every path on one workload; release its buffers after."""
     data = HostData.for_workload(workload)
@@ -274,19 +305,29 @@ def run_benchmark(config: BenchConfig) -> RunOutcome:
     results: list[Result] = []
     interrupted = False
     try:
+        planned = plan_workloads(
+            config.workload_names,
+            config.ops,
+            config.sweep_workloads(),
+            config.model_load,
+            config.sustained_sizes,
+            tensorferry.device,
+        )
         with _opened_paths(config, tensorferry) as (paths, infos):
             plan = [
                 (workload, [p for p in paths if p.describe(workload.op) is not None])
-                for workload in config.workloads()
+                for workload in planned.workloads
             ]
             with Progress(sum(len(p) for _, p in plan), enabled=config.progress) as progress:
                 try:
                     for workload, takers in plan:
                         if not takers:
                             continue
-                        progress.show(f"{workload.op.value} {workload.label}")
-                        results += _measure_workload(
-                            takers, workload, config.timing, config.traceback
+                        progress.show(
+                            f"{workload.group or 'sweep'}: {workload.op.value} {workload.label}"
+                        )
+                        results += measure_workload(
+                            takers, workload, config.timing_for(workload), config.traceback
                         )
                         progress.advance(len(takers))
                 except KeyboardInterrupt:
@@ -298,6 +339,7 @@ def run_benchmark(config: BenchConfig) -> RunOutcome:
             device=_device_info(tensorferry),
             backend_errors=tensorferry.environment.backend_errors,
             interrupted=interrupted,
+            notes=planned.notes,
         )
     finally:
         tensorferry.close()

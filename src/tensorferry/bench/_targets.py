@@ -1,4 +1,4 @@
-"""The issue's performance targets, checked against the ratios of one run."""
+"""tensorferry's performance targets per kind of machine, checked against the ratios of one run."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ from collections.abc import Sequence
 import attrs
 
 from ._runner import Result
+from ._suites import DECODE_VOCAB, LATENCY_NBYTES
 from ._workload import Op, Workload, format_size
 
-__all__ = ["TARGET_SETS", "Outcome", "Target", "evaluate", "select_target_set"]
+__all__ = [
+    "TARGET_SETS",
+    "Outcome",
+    "Target",
+    "evaluate",
+    "select_target_set",
+    "workload_targets",
+]
 
 _MiB = 1 << 20
 
@@ -21,11 +29,19 @@ class Kind(enum.Enum):
     SPEEDUP = "speedup"  # peer time / tensorferry time >= threshold
     COST = "cost"  # tensorferry time / peer time <= threshold
     BANDWIDTH = "bandwidth"  # tensorferry GB/s >= threshold
+    TIME = "time"  # tensorferry median (p50) seconds <= threshold
+
+
+def _duration(seconds: float) -> str:
+    """``9e-05`` -> ``"90 us"``, ``0.003`` -> ``"3 ms"``."""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.3g} us"
+    return f"{seconds * 1e3:.3g} ms"
 
 
 @attrs.frozen
 class Target:
-    """One line of the issue: ``workload`` on tensorferry against ``peer`` (or absolute)."""
+    """One target: ``workload`` on tensorferry against ``peer`` (or absolute)."""
 
     text: str
     workload: Workload
@@ -38,6 +54,8 @@ class Target:
         """``">= 4x"``, ``"<= 1.15x"`` or ``">= 25 GB/s"``."""
         if self.kind is Kind.BANDWIDTH:
             return f">= {self.threshold:g} GB/s"
+        if self.kind is Kind.TIME:
+            return f"<= {_duration(self.threshold)} p50"
         sign = ">=" if self.kind is Kind.SPEEDUP else "<="
         return f"{sign} {self.threshold:g}x"
 
@@ -57,9 +75,12 @@ class Outcome:
         if self.value is None:
             verdict = "FAIL" if self.passed is False else "not measured"
             return f"{target.text}: {verdict}: {self.note} (target {target.requirement})"
-        unit = " GB/s" if target.kind is Kind.BANDWIDTH else "x"
         verdict = "PASS" if self.passed else "FAIL"
-        return f"{target.text} = {self.value:.3g}{unit} (target {target.requirement}) {verdict}"
+        if target.kind is Kind.TIME:
+            value = _duration(self.value)
+        else:
+            value = f"{self.value:.3g}{' GB/s' if target.kind is Kind.BANDWIDTH else 'x'}"
+        return f"{target.text} = {value} (target {target.requirement}) {verdict}"
 
 
 def _speedup(op: Op, nbytes: int, peer: str, threshold: float, text: str, count: int = 1) -> Target:
@@ -119,7 +140,7 @@ def _gpu_targets() -> tuple[Target, ...]:
 
 
 TARGET_SETS = {"lavapipe": _lavapipe_targets(), "gpu": _gpu_targets()}
-"""The issue's targets by the machine they were set for."""
+"""The targets by the kind of machine they were set for."""
 
 
 def select_target_set(choice: str, adapter_type: str | None) -> list[str]:
@@ -139,6 +160,143 @@ def select_target_set(choice: str, adapter_type: str | None) -> list[str]:
     return []
 
 
+def _sized(results: Sequence[Result], op: Op, smallest: int, largest: int) -> list[Workload]:
+    """The workloads of ``op`` the sweep and ``sustained`` measured from ``smallest``
+    to ``largest`` bytes, smallest first."""
+    found = {
+        r.workload
+        for r in results
+        if r.workload.op is op and r.workload.group in ("", "sustained")
+        if smallest <= r.workload.nbytes <= largest
+    }
+    return sorted(found, key=lambda w: (w.nbytes, w.group))
+
+
+def _text(workload: Workload) -> str:
+    """``"upload 4 KiB"``, or ``"sustained upload 1 GiB"``."""
+    group = f"{workload.group} " if workload.group else ""
+    return f"{group}{workload.op.value} {format_size(workload.nbytes)}"
+
+
+def _against_raw(results: Sequence[Result], threshold: float, largest: int) -> list[Target]:
+    """tensorferry / raw wgpu-py >= ``threshold`` for every size measured up and down
+    from 4 KiB to ``largest``."""
+    return [
+        Target(f"{_text(w)}: tensorferry / raw wgpu-py", w, Kind.SPEEDUP, threshold, "wgpu-py")
+        for op in (Op.UPLOAD, Op.DOWNLOAD)
+        for w in _sized(results, op, 4 << 10, largest)
+    ]
+
+
+def _device_copy(results: Sequence[Result], nbytes: int) -> Workload:
+    """The d2d workload of ``nbytes`` this run measured: the sweep's, else ``sustained``'s."""
+    found = _sized(results, Op.D2D, nbytes, nbytes)
+    return found[0] if found else Workload(Op.D2D, nbytes)
+
+
+_LATENCY_UPLOAD = Workload(Op.UPLOAD, LATENCY_NBYTES, group="latency")
+_LATENCY_DOWNLOAD = Workload(Op.DOWNLOAD, LATENCY_NBYTES, group="latency")
+_BATCH_OPS = (Op.BATCH_UPLOAD, Op.BATCH_DOWNLOAD, Op.BATCH_D2D)
+_GiB = 1 << 30
+
+
+def _lavapipe_workload_targets(results: Sequence[Result]) -> list[Target]:
+    return [
+        *_against_raw(results, 0.95, 4 * _MiB),
+        Target(
+            "4 KiB download (latency workload): tensorferry / read_buffer",
+            _LATENCY_DOWNLOAD,
+            Kind.SPEEDUP,
+            1.2,
+            "wgpu-py",
+        ),
+        _speedup(
+            Op.BATCH_UPLOAD,
+            1024,
+            "wgpu-py",
+            2,
+            "1000 x 1 KiB upload: one copy_tensors / a loop of write_buffer",
+            count=1000,
+        ),
+    ]
+
+
+def _model_load(results: Sequence[Result]) -> Workload:
+    """The run's model-load workload (its sizes depend on the options and the device)."""
+    found = [r.workload for r in results if r.workload.op is Op.MODEL_LOAD]
+    return found[0] if found else Workload(Op.MODEL_LOAD, 0, group="model-load")
+
+
+def _gpu_workload_targets(results: Sequence[Result]) -> list[Target]:
+    targets = [
+        Target("4 KiB download (latency workload)", _LATENCY_DOWNLOAD, Kind.TIME, 90e-6),
+        Target(
+            "4 KiB download (latency workload): tensorferry / read_buffer",
+            _LATENCY_DOWNLOAD,
+            Kind.SPEEDUP,
+            2,
+            "wgpu-py",
+        ),
+        Target("4 KiB upload until landed (latency workload)", _LATENCY_UPLOAD, Kind.TIME, 100e-6),
+        *(
+            Target(op.value, Workload(op, 4 * DECODE_VOCAB, group="decode-step"), Kind.TIME, 200e-6)
+            for op in (Op.DECODE_STEP, Op.DECODE_STEP_BATCHED)
+        ),
+    ]
+    for op in _BATCH_OPS:
+        batch = Workload(op, 1024, 1000)
+        targets += [
+            Target(f"{op.value} 1000 x 1 KiB", batch, Kind.TIME, 3e-3),
+            Target(
+                f"{op.value} 1000 x 1 KiB: tensorferry / torch CUDA loop",
+                batch,
+                Kind.SPEEDUP,
+                4,
+                "torch-cuda",
+            ),
+        ]
+    model = _model_load(results)
+    targets += [
+        Target("model-load, allocation included", model, Kind.BANDWIDTH, 25),
+        Target(
+            "model-load: tensorferry / torch .to('cuda') from pageable memory",
+            model,
+            Kind.SPEEDUP,
+            3.5,
+            "torch-cuda",
+        ),
+    ]
+    d2d_1g, d2d_256m = _device_copy(results, _GiB), _device_copy(results, 256 * _MiB)
+    targets += [
+        Target(_text(d2d_1g), d2d_1g, Kind.BANDWIDTH, 1000),
+        Target(_text(d2d_256m), d2d_256m, Kind.BANDWIDTH, 700),
+        Target(
+            f"{_text(d2d_256m)}: tensorferry / copy_buffer_to_buffer",
+            d2d_256m,
+            Kind.SPEEDUP,
+            2.5,
+            "wgpu-py",
+        ),
+    ]
+    targets += [
+        Target(_text(w), w, Kind.BANDWIDTH, 25)
+        for n in (_GiB, 4 * _GiB)
+        for op in (Op.UPLOAD, Op.DOWNLOAD, Op.DOWNLOAD_NEW)
+        for w in [Workload(op, n, group="sustained")]
+    ]
+    return [*targets, *_against_raw(results, 1.0, _GiB)]
+
+
+_WORKLOAD_TARGETS = {"lavapipe": _lavapipe_workload_targets, "gpu": _gpu_workload_targets}
+
+
+def workload_targets(name: str, results: Sequence[Result]) -> list[Target]:
+    """The latency and bandwidth targets of target set ``name`` (``lavapipe`` or ``gpu``)
+    for the latency, decode-step, model-load and sustained workloads and the sweep sizes
+    of ``results``; separate from :data:`TARGET_SETS`, whose workloads are fixed."""
+    return _WORKLOAD_TARGETS[name](results)
+
+
 def _find(results: Sequence[Result], workload: Workload, path: str) -> Result | None:
     return next((r for r in results if r.workload == workload and r.path == path), None)
 
@@ -153,6 +311,9 @@ def evaluate(target: Target, results: Sequence[Result]) -> Outcome:
     if target.kind is Kind.BANDWIDTH:
         value = ours.gbps
         return Outcome(target, value, value >= target.threshold)
+    if target.kind is Kind.TIME:
+        value = ours.samples.median
+        return Outcome(target, value, value <= target.threshold)
     theirs = _find(results, target.workload, target.peer)
     if theirs is None or theirs.samples is None:
         return Outcome(

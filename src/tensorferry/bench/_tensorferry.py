@@ -9,6 +9,7 @@ import numpy as np
 import tensorferry as tf
 
 from ._path import Case, FunctionCase
+from ._suites import DECODE_VOCAB, check_decode_inputs, decode_inputs, decode_poison
 from ._workload import HostData, Op, Workload, poison
 
 __all__ = ["TensorferryPath"]
@@ -23,8 +24,16 @@ _DESCRIPTIONS = {
     Op.BATCH_UPLOAD: "one Environment.copy_tensors of every pair",
     Op.BATCH_DOWNLOAD: "one Environment.copy_tensors of every pair",
     Op.BATCH_D2D: "one Environment.copy_tensors of every pair",
+    Op.DOWNLOAD_NEW: "Tensor.numpy() (a new array each run)",
+    Op.DECODE_STEP: "Environment.copy_tensor of each input, then logits.numpy(out=preallocated)",
+    Op.DECODE_STEP_BATCHED: "one Environment.copy_tensors of the three inputs, then "
+    "logits.numpy(out=preallocated)",
+    Op.MODEL_LOAD: "Environment.empty for each tensor, one Environment.copy_tensors",
+    Op.MODEL_LOAD_EXISTING: "one Environment.copy_tensors into the existing tensors",
 }
-_WAITED_OPS = frozenset({Op.UPLOAD, Op.D2D, Op.BATCH_UPLOAD, Op.BATCH_D2D})
+_WAITED_OPS = frozenset(
+    {Op.UPLOAD, Op.D2D, Op.BATCH_UPLOAD, Op.BATCH_D2D, Op.MODEL_LOAD, Op.MODEL_LOAD_EXISTING}
+)
 """Ops whose destination is device memory: a backend may return before the device
 has copied (as CUDA's pageable uploads and device copies do)."""
 
@@ -142,7 +151,80 @@ class TensorferryPath:
                     target.numpy(out=data.destination[0])
 
                 return self._case(roundtrip, data, poisoned=[target])
+            case Op.DOWNLOAD_NEW:
+                (source,) = filled()
+                return FunctionCase(
+                    run=source.numpy,
+                    verify=lambda: data.check(source.numpy().view(np.uint8), self.name),
+                )
+            case Op.DECODE_STEP | Op.DECODE_STEP_BATCHED:
+                return self._decode_step(workload, data, device)
+            case Op.MODEL_LOAD | Op.MODEL_LOAD_EXISTING:
+                return self._model_load(workload, data, device)
         raise ValueError(f"tensorferry does not measure {workload.op}")
+
+    def _decode_step(self, workload: Workload, data: HostData, device: tf.Device) -> Case:
+        """Inputs uploaded one call each (or in one batch), then the logits downloaded."""
+        env = self._env
+        inputs = decode_inputs(data)
+        host_inputs = [env.from_numpy(value, copy=False) for value in inputs]
+        device_inputs = [env.empty((1, 1), np.int64, device) for _ in inputs]
+        logits = env.empty((1, DECODE_VOCAB), np.float32, device)
+        env.copy_tensor(env.from_numpy(data.source.view(np.float32), copy=False), logits)
+        out = data.destination.view(np.float32)
+        pairs = list(zip(host_inputs, device_inputs, strict=True))
+
+        def one_call_each() -> None:
+            for host, on_device in pairs:
+                env.copy_tensor(host, on_device)
+            logits.numpy(out=out)
+
+        def batched() -> None:
+            env.copy_tensors(host_inputs, device_inputs)
+            logits.numpy(out=out)
+
+        run = one_call_each if workload.op is Op.DECODE_STEP else batched
+
+        def verify() -> None:
+            poison(data.destination)
+            poisoned = env.from_numpy(decode_poison())
+            env.copy_tensors([poisoned] * len(device_inputs), device_inputs)
+            run()
+            check_decode_inputs([t.numpy() for t in device_inputs], inputs, self.name)
+            data.check(data.destination, self.name)
+
+        return FunctionCase(run=run, verify=verify)
+
+    def _model_load(self, workload: Workload, data: HostData, device: tf.Device) -> Case:
+        """One ``copy_tensors`` of every tensor, into new tensors or existing ones."""
+        env = self._env
+        sources = [env.from_numpy(v, copy=False) for v in workload.split(data.source[0])]
+        outputs = [env.from_numpy(v, copy=False) for v in workload.split(data.destination[0])]
+        landed = np.empty(4, np.uint8)
+
+        def load(targets: list[tf.Tensor]) -> list[tf.Tensor]:
+            env.copy_tensors(sources, targets)
+            if self._wait:
+                targets[-1][0:4].numpy(out=landed)
+            return targets
+
+        def allocated() -> list[tf.Tensor]:
+            return [env.empty((n,), np.uint8, device) for n in workload.parts]
+
+        existing = allocated() if workload.op is Op.MODEL_LOAD_EXISTING else None
+
+        def run() -> list[tf.Tensor]:
+            return load(allocated() if existing is None else existing)
+
+        def verify() -> None:
+            poison(data.destination)
+            if existing is not None:
+                env.copy_tensors(outputs, existing)
+            targets = run()
+            env.copy_tensors(targets, outputs)
+            data.check(data.destination, self.name)
+
+        return FunctionCase(run=run, verify=verify)
 
     def _case(
         self,

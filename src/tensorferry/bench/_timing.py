@@ -39,6 +39,13 @@ class Samples:
         return statistics.median(self.seconds)
 
     @property
+    def p99(self) -> float:
+        """The 99th percentile of the run times (the slowest run below 100 runs)."""
+        if len(self.seconds) < 2:
+            return self.seconds[0]
+        return statistics.quantiles(self.seconds, n=100, method="inclusive")[98]
+
+    @property
     def fastest(self) -> float:
         """The fastest run."""
         return min(self.seconds)
@@ -59,7 +66,9 @@ def measure_interleaved(
     rest of the machine falls on all of them alike and caches are as cold for each.
 
     Every run gets ``timing.warmup`` untimed runs, then timed runs until it has
-    ``min_repeats`` runs *and* ``min_seconds`` of them, or ``max_repeats``. A run
+    ``min_repeats`` runs *and* ``min_seconds`` of them, or ``max_repeats``. What a
+    run returns is released after its time is taken, so freeing what it allocated
+    (a new array, new device tensors) is not part of its time. A run
     that raises stops there and its exception is returned in its place. The
     garbage collector is paused while timing, as ``timeit`` does.
     """
@@ -70,12 +79,14 @@ def measure_interleaved(
     def attempt(name: str) -> float | None:
         before = time.perf_counter_ns()
         try:
-            active[name]()
+            made = active[name]()
         except Exception as exc:
             outcome[name] = exc
             del active[name]
             return None
-        return (time.perf_counter_ns() - before) / 1e9
+        elapsed = (time.perf_counter_ns() - before) / 1e9
+        del made  # what the run allocated is freed after the clock stopped
+        return elapsed
 
     for _ in range(timing.warmup):
         for name in list(active):

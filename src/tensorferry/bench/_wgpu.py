@@ -18,6 +18,7 @@ import numpy.typing as npt
 import tensorferry as tf
 
 from ._path import Case, FunctionCase, PathUnavailableError
+from ._suites import check_decode_inputs, decode_inputs, decode_poison
 from ._workload import POISON_BYTE, HostData, Op, Workload
 
 __all__ = ["WgpuPath", "adapter_summary"]
@@ -32,6 +33,10 @@ _DESCRIPTIONS = {
     Op.BATCH_UPLOAD: "a loop of queue.write_buffer, then one 4-byte map sync",
     Op.BATCH_DOWNLOAD: "a loop of queue.read_buffer",
     Op.BATCH_D2D: "one encoder with a copy_buffer_to_buffer per pair, one submit, one sync",
+    Op.DECODE_STEP: "queue.write_buffer of each input, then queue.read_buffer of the logits",
+    Op.DECODE_STEP_BATCHED: "the same calls (wgpu-py has no batched write)",
+    Op.MODEL_LOAD: "device.create_buffer + queue.write_buffer per tensor, one 4-byte map sync",
+    Op.MODEL_LOAD_EXISTING: "queue.write_buffer per tensor, one 4-byte map sync",
 }
 
 
@@ -49,10 +54,10 @@ def _match_score(adapter: Any, device: tf.Device) -> int:
         score += 4
     elif device.name and (info["device"] in device.name or device.name in adapter.summary):
         score += 2
-    backend_type = device.property("backend_type")
+    backend_type = str(device.property("backend_type"))
     if backend_type and backend_type.lower() == str(info["backend_type"]).lower():
         score += 2
-    adapter_type = device.property("adapter_type")
+    adapter_type = str(device.property("adapter_type"))
     if adapter_type and adapter_type.lower() == str(info["adapter_type"]).lower():
         score += 1
     if device.vendor_id and device.vendor_id == info["vendor_id"]:
@@ -89,24 +94,29 @@ class WgpuPath:
         else:
             self._adapter = max(adapters, key=lambda a: _match_score(a, device))
         self.adapter = adapter_summary(self._adapter)
-        self._device = self._adapter.request_device_sync()
+        # wgpu's default limit is 256 MiB; the adapter's own lets buffers reach its size
+        self.max_buffer_size = int(self._adapter.limits["max-buffer-size"])
+        self._device = self._adapter.request_device_sync(
+            required_limits={"max-buffer-size": self.max_buffer_size}
+        )
         self._queue = self._device.queue
         self._sync_buffer = self._device.create_buffer(
             size=_SYNC_BYTES, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
         )
 
     def describe(self, op: Op) -> str | None:
-        """The wgpu-py calls for ``op``; host -> host is not a wgpu-py path."""
+        """The wgpu-py calls for ``op``; host -> host is not a wgpu-py path, and its
+        downloads always allocate (``download-new`` would time ``download`` again)."""
         return _DESCRIPTIONS.get(op)
 
     # building blocks ----------------------------------------------------------
 
     def _buffers(self, workload: Workload) -> list[Any]:
+        return self._buffers_of([workload.nbytes] * workload.count)
+
+    def _buffers_of(self, sizes: Sequence[int]) -> list[Any]:
         usage = self._wgpu.BufferUsage.COPY_SRC | self._wgpu.BufferUsage.COPY_DST
-        return [
-            self._device.create_buffer(size=workload.nbytes, usage=usage)
-            for _ in range(workload.count)
-        ]
+        return [self._device.create_buffer(size=size, usage=usage) for size in sizes]
 
     def _wait(self, last: Any, encoder: Any = None) -> None:
         """Submit ``encoder`` (or nothing new) plus a tiny copy out of ``last``; map to wait."""
@@ -132,6 +142,10 @@ class WgpuPath:
 
     def prepare(self, workload: Workload, data: HostData) -> Case:
         """Buffers for ``workload``; sources are written before the first run."""
+        if workload.op in (Op.DECODE_STEP, Op.DECODE_STEP_BATCHED):
+            return self._decode_step(data)
+        if workload.op in (Op.MODEL_LOAD, Op.MODEL_LOAD_EXISTING):
+            return self._model_load(workload, data)
         rows = list(data.source)
         queue = self._queue
         buffers = self._buffers(workload)
@@ -195,6 +209,58 @@ class WgpuPath:
         def close() -> None:
             received.clear()
             for buffer in to_destroy:
+                buffer.destroy()
+
+        return FunctionCase(run=run, verify=verify, close=close)
+
+    def _decode_step(self, data: HostData) -> Case:
+        """Inputs written one ``write_buffer`` each, then the logits read back; the read
+        is queued after the writes, so they have landed when it returns."""
+        queue = self._queue
+        inputs = decode_inputs(data)
+        buffers = self._buffers_of([value.nbytes for value in inputs])
+        (logits,) = self._buffers_of([data.source.nbytes])
+        self._write_all([logits], [data.source[0]])
+        pairs = list(zip(buffers, inputs, strict=True))
+        received: list[Any] = []
+
+        def run() -> None:
+            for buffer, value in pairs:
+                queue.write_buffer(buffer, 0, value)
+            received[:] = [queue.read_buffer(logits)]
+
+        def verify() -> None:
+            self._write_all(buffers, [decode_poison().view(np.uint8)] * len(buffers))
+            run()
+            check_decode_inputs([self._read_all([b]) for b in buffers], inputs, self.name)
+            data.check(np.frombuffer(received[0], np.uint8), self.name)
+
+        def close() -> None:
+            received.clear()
+            for buffer in [*buffers, logits]:
+                buffer.destroy()
+
+        return FunctionCase(run=run, verify=verify, close=close)
+
+    def _model_load(self, workload: Workload, data: HostData) -> Case:
+        """A ``write_buffer`` per tensor, into new buffers or existing ones, then one sync."""
+        rows = workload.split(data.source[0])
+        existing = self._buffers_of(workload.parts) if workload.op is Op.MODEL_LOAD_EXISTING else []
+
+        def run() -> list[Any]:
+            buffers = existing or self._buffers_of(workload.parts)
+            self._write_all(buffers, rows)
+            return buffers
+
+        def verify() -> None:
+            if existing:
+                self._write_all(existing, [np.full_like(row, POISON_BYTE) for row in rows])
+            buffers = run()
+            received = [np.frombuffer(self._queue.read_buffer(b), np.uint8) for b in buffers]
+            data.check(np.concatenate(received), self.name)
+
+        def close() -> None:
+            for buffer in existing:
                 buffer.destroy()
 
         return FunctionCase(run=run, verify=verify, close=close)

@@ -18,6 +18,7 @@ __all__ = [
     "Op",
     "VerificationError",
     "Workload",
+    "approx_size",
     "format_size",
     "parse_size",
     "poison",
@@ -35,6 +36,11 @@ class Op(enum.Enum):
     BATCH_UPLOAD = "batch-upload"
     BATCH_DOWNLOAD = "batch-download"
     BATCH_D2D = "batch-d2d"
+    DOWNLOAD_NEW = "download-new"
+    DECODE_STEP = "decode-step"
+    DECODE_STEP_BATCHED = "decode-step-batched"
+    MODEL_LOAD = "model-load"
+    MODEL_LOAD_EXISTING = "model-load-existing"
 
     @property
     def is_batch(self) -> bool:
@@ -62,16 +68,30 @@ _TITLES = {
     Op.BATCH_UPLOAD: "batch upload, host -> device",
     Op.BATCH_DOWNLOAD: "batch download, device -> host",
     Op.BATCH_D2D: "batch device -> device",
+    Op.DOWNLOAD_NEW: "download into an array the call allocates (first-touch page faults included)",
+    Op.DECODE_STEP: "decode step: three int64[1,1] uploads, one call each, then the logits down",
+    Op.DECODE_STEP_BATCHED: "decode step: the three uploads in one batch call, then the logits",
+    Op.MODEL_LOAD: "model load into new device tensors (allocation included)",
+    Op.MODEL_LOAD_EXISTING: "model load into existing device tensors",
 }
 
 
 @attrs.frozen
 class Workload:
-    """``count`` tensors of ``nbytes`` bytes each, copied by one ``op``."""
+    """``count`` tensors of ``nbytes`` bytes each, copied by one ``op``.
+
+    ``group`` names the workload a case belongs to when it is not the size
+    sweep or the batch (``"latency"``, ``"sustained"``...), so a 4 KiB upload
+    timed for its latency is a case apart from the sweep's. ``parts`` splits
+    one tensor of ``nbytes`` into tensors of those sizes (a model's weights):
+    its host data is one array, each tensor a view of it.
+    """
 
     op: Op
     nbytes: int
     count: int = 1
+    group: str = ""
+    parts: tuple[int, ...] = ()
 
     @property
     def total_bytes(self) -> int:
@@ -80,9 +100,19 @@ class Workload:
 
     @property
     def label(self) -> str:
-        """``"64 MiB"`` or ``"1000 x 1 KiB"``."""
+        """``"64 MiB"``, ``"1000 x 1 KiB"`` or ``"300 tensors, 4 KiB to 64 MiB (1.93 GiB)"``."""
+        if self.parts:
+            return (
+                f"{len(self.parts)} tensors, {approx_size(min(self.parts))} to "
+                f"{approx_size(max(self.parts))} ({approx_size(self.nbytes)})"
+            )
         size = format_size(self.nbytes)
         return size if self.count == 1 else f"{self.count} x {size}"
+
+    def split(self, array: npt.NDArray[np.uint8]) -> list[npt.NDArray[np.uint8]]:
+        """Views of ``array`` (one row of the workload's host data), one per part."""
+        ends = np.cumsum(self.parts).tolist()
+        return [array[end - size : end] for size, end in zip(self.parts, ends, strict=True)]
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -109,6 +139,16 @@ def format_size(nbytes: int) -> str:
     for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if nbytes >= factor and nbytes % factor == 0:
             return f"{nbytes // factor} {unit}"
+    return f"{nbytes} B"
+
+
+def approx_size(nbytes: int) -> str:
+    """``4352`` -> ``"4.25 KiB"``: about three significant figures in the largest unit
+    that fits."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= factor:
+            value = nbytes / factor
+            return f"{value:.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
     return f"{nbytes} B"
 
 

@@ -31,8 +31,10 @@ HUGE = 1 << 62
 
 
 def _limit(device: tf.Device) -> int | None:
-    text = device.property("max_buffer_size")
-    return int(text) if text.isdigit() else None
+    value = device.property("max_buffer_size", "")
+    if isinstance(value, int):
+        return value
+    return int(value) if value.isdigit() else None
 
 
 def test_allocate_contract(
