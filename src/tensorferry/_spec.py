@@ -1,16 +1,18 @@
-"""Device spec strings: ``"cpu"``, ``"webgpu"``, ``"webgpu:1"``.
+"""Device spec strings: ``"cpu"``, ``"webgpu"``, ``"webgpu:1"``, ``"gpu"``, ``"llvmpipe"``.
 
 One grammar, parsed strictly in one place, so that every entry point that takes
 a device string accepts and refuses the same things::
 
-    spec  := name [":" index]
+    spec  := name ":" index | text
     name  := one or more characters other than ":" and whitespace
     index := "0" | a digit 1-9 followed by digits      (no sign, no leading zeros)
+    text  := anything without ":"  (a backend name, a device type, or text in a
+                                    device's name: the environment decides)
 
-Surrounding whitespace is ignored and names are case-insensitive (``" WebGPU:0 "``
-is ``"webgpu:0"``); whitespace *inside* a spec (``"webgpu : 0"``) is refused with
-a message saying so. To add a form (a device type such as ``"gpu"``, a policy),
-extend :class:`DeviceSpec` and :func:`parse_device_spec`; callers only see those.
+Surrounding whitespace is ignored and specs are case-insensitive (``" WebGPU:0 "``
+is ``"webgpu:0"``); an indexed spec with whitespace inside (``"webgpu : 0"``) is
+refused with a message saying so. To add a form, extend :class:`DeviceSpec` and
+:func:`parse_device_spec`; callers only see those.
 """
 
 from __future__ import annotations
@@ -23,14 +25,19 @@ from tensorferry.errors import UnknownDeviceError
 
 __all__ = ["DeviceSpec", "normalize_backend_name", "parse_device_spec"]
 
-_EXPECTED = "expected 'backend' or 'backend:index', such as 'cpu', 'webgpu' or 'webgpu:1'"
+_EXPECTED = (
+    "expected 'backend' or 'backend:index' (such as 'cpu', 'webgpu' or 'webgpu:1'), "
+    "a device type such as 'gpu', or text in a device's name"
+)
 _NAME = re.compile(r"[^\s:]+")
 _INDEX = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 
 
 @attrs.frozen
 class DeviceSpec:
-    """A parsed device string: a backend name and, optionally, a device index."""
+    """A parsed device string: a backend name (or, without index, any text the
+    environment matches against backend names, device types and device names)
+    and, optionally, a device index."""
 
     backend: str
     index: int | None = None
@@ -65,15 +72,15 @@ def parse_device_spec(spec: str) -> DeviceSpec:
     text = spec.strip().lower()
     if not text:
         raise UnknownDeviceError(f"the device spec {spec!r} is empty; {_EXPECTED}")
+    name, colon, index = text.partition(":")
+    if not colon:
+        return DeviceSpec(text)
     if any(c.isspace() for c in text):
         raise UnknownDeviceError(
             f"the device spec {spec!r} has whitespace inside; {_EXPECTED}, without spaces"
         )
-    name, colon, index = text.partition(":")
     if not _NAME.fullmatch(name):
         raise UnknownDeviceError(f"the device spec {spec!r} has no backend name; {_EXPECTED}")
-    if not colon:
-        return DeviceSpec(name)
     if not _INDEX.fullmatch(index):
         raise UnknownDeviceError(
             f"the device spec {spec!r} has index {index!r}, not a non-negative integer "

@@ -233,9 +233,9 @@ class Environment:
         such device). Software adapters such as llvmpipe are devices of type
         CPU: ``"gpu"`` never means one.
 
-        Strings follow one strict grammar, ``name`` or ``name:index`` with the
-        index in plain digits (no sign, no leading zeros); surrounding whitespace
-        and letter case are ignored, whitespace inside is refused. Raises
+        An index is written in plain digits (no sign, no leading zeros), and an
+        indexed spec has no whitespace inside; surrounding whitespace and letter
+        case are ignored (see ``tensorferry._spec`` for the grammar). Raises
         :class:`UnknownDeviceError` (a ``LookupError``) for a spec that does not
         parse or names no device (the message lists the devices there are),
         :class:`BackendUnavailableError` with the reason a backend did not load,
@@ -245,11 +245,9 @@ class Environment:
             if spec in self.backend(spec.backend).devices():
                 return spec
             raise UnknownDeviceError(f"{spec} is not a device of this environment")
-        if isinstance(spec, str) and ":" not in spec:
-            name = spec.strip().lower()
-            if name and name not in self.backend_names:
-                return self._match_device(spec)  # a device type or part of a device name
         parsed = parse_device_spec(spec)
+        if parsed.index is None and parsed.backend not in self.backend_names:
+            return self._match_device(spec)
         backend_devices = list(self.backend(parsed.backend).devices())
         if parsed.index is None:
             if not backend_devices:

@@ -9,7 +9,6 @@ registry owns no backend (the environment keeps and closes what it loads).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterable
 from importlib.metadata import EntryPoint, entry_points
@@ -19,8 +18,6 @@ from tensorferry.backend import Backend, BackendFactory
 from tensorferry.errors import BackendUnavailableError, UnknownDeviceError
 
 __all__ = ["ENTRY_POINT_GROUP", "HOST_BACKEND", "BackendRegistry", "install_hint"]
-
-logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "tensorferry.backends"
 """The entry-point group backends register their factory under."""
@@ -112,7 +109,6 @@ class BackendRegistry:
         except Exception as exc:
             with self._lock:
                 self._errors[name] = f"backend {name!r} is unavailable: {exc}"
-                logger.warning("%s", self._errors[name])
             raise BackendUnavailableError(self._errors[name]) from exc
 
     def add(self, name: str, backend: Backend | BackendFactory) -> Backend:

@@ -120,7 +120,7 @@ class _NoClose:
 
 
 @pytest.mark.parametrize(
-    "candidate", [object(), "cpu", _NoClose()], ids=["object", "str", "without-close"]
+    "candidate", [object(), "cpu", _NoClose()], ids=["object", "str", "no-close"]
 )
 def test_register_rejects_what_is_not_a_transfer(
     manager: DataTransferManager, candidate: Any

@@ -31,7 +31,7 @@ HUGE = 1 << 62
 
 
 def _limit(device: tf.Device) -> int | None:
-    value = device.property("max_buffer_size")
+    value = device.property("max_buffer_size", "")
     if isinstance(value, int):
         return value
     return int(value) if value.isdigit() else None

@@ -264,7 +264,7 @@ class ToyBackend:
                 vendor_id=VENDOR_ID,
                 device_id=0x100 + index,
                 name=f"Toy NPU {index}",
-                properties=(("memory", "bytearray"), ("max_buffer_size", str(MAX_ALLOCATION))),
+                properties=(("memory", "bytearray"), ("max_buffer_size", MAX_ALLOCATION)),
             )
             for index in range(device_count)
         )
