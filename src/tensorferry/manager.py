@@ -513,7 +513,6 @@ class DataTransferManager:
         step that streams it; a smaller one becomes a download into fresh host
         memory and an upload from it."""
         steps: list[_Step] = []
-<<<<<<< HEAD
         allocate = self._host_allocator
         for index, (src, dst, hops) in enumerate(zip(srcs, dsts, routes, strict=True)):
             if len(hops) == 1:
@@ -530,17 +529,6 @@ class DataTransferManager:
             staging = Tensor(allocate(src.nbytes), src.shape, src.dtype, 0, src.owner)
             steps.append(_Step(down, src, staging, _lane(down, src, staging)))
             steps.append(_Step(up, staging, dst, _lane(up, staging, dst)))
-=======
-        for index, (src, dst, hops) in enumerate(zip(srcs, dsts, routes, strict=True)):
-            if len(hops) == 1:
-                steps.append(_Step(hops[0], src, dst))
-                continue
-            assert self._host_allocator is not None  # no routes without it
-            logger.debug("pair %d: %s -> %s through host memory", index, src.device, dst.device)
-            staging = Tensor(self._host_allocator(src.nbytes), src.shape, src.dtype, 0, src.owner)
-            steps.append(_Step(hops[0], src, staging))
-            steps.append(_Step(hops[1], staging, dst))
->>>>>>> core
         return steps
 
 
@@ -553,7 +541,6 @@ def _only_transfer(routes: Sequence[_Hops]) -> IDataTransfer | None:
         if len(hops) != 1 or hops[0] is not only:
             return None
     return only
-<<<<<<< HEAD
 
 
 def _one_device(srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> bool:
@@ -568,8 +555,6 @@ def _one_device(srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> bool:
         elif device != first:
             return False
     return True
-=======
->>>>>>> core
 
 
 def _transfers_of(stages: Sequence[_Stage]) -> list[IDataTransfer]:
