@@ -16,7 +16,9 @@ from tensorferry import (
 from tensorferry_webgpu._adapters import ADAPTERS_ENV, BACKEND_NAME, describe, order_adapters
 from tensorferry_webgpu._adapters import adapters as all_adapters
 from tensorferry_webgpu._buffers import PoolStats, StagingStats
-from tensorferry_webgpu._context import MAPPABLE, Context, ContextOptions, wants_mapped_storage
+from tensorferry_webgpu._context import MAPPABLE, Context, wants_mapped_storage
+from tensorferry_webgpu._native import device_of
+from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._storage import WebGPUStorage
 from tensorferry_webgpu._transfer import WebGPUDataTransfer
 
@@ -55,7 +57,7 @@ class WebGPUBackend:
         self._lock = threading.Lock()
         self._closed = False
         self.contexts_created = 0
-        self._transfer = WebGPUDataTransfer(self)
+        self._transfer = WebGPUDataTransfer(self, self.owns)
 
     # the Backend protocol ---------------------------------------------------
 
@@ -194,7 +196,7 @@ class WebGPUBackend:
         import wgpu
 
         context = self.context(device)
-        owner = getattr(buffer, "_device", None)
+        owner = device_of(buffer)
         if owner is not None and owner is not context.gpu:
             raise ValueError(
                 f"the buffer belongs to another wgpu device than {device}'s; "
@@ -238,8 +240,10 @@ def _check_same_enumeration(adapter: wgpu.GPUAdapter) -> None:
 def buffer_of(tensor: Tensor) -> tuple[wgpu.GPUBuffer, int]:
     """The ``GPUBuffer`` behind a WebGPU tensor and the tensor's byte offset in it.
 
-    Raises ``TypeError`` for a tensor of another backend, ``ValueError`` for a
-    zero-byte tensor (which holds no buffer).
+    A pooled tensor's buffer stays tensorferry's: its ``destroy()`` raises
+    ``RuntimeError`` (work on a destroyed buffer would abort the process); let
+    the tensor go instead. Raises ``TypeError`` for a tensor of another
+    backend, ``ValueError`` for a zero-byte tensor (which holds no buffer).
     """
     storage = tensor.storage
     if not isinstance(storage, WebGPUStorage):
