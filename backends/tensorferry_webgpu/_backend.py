@@ -76,9 +76,20 @@ class WebGPUBackend:
 
     def allocate(self, device: Device, nbytes: int) -> WebGPUStorage:
         """A pooled buffer of ``nbytes`` on ``device``; raises OutOfDeviceMemoryError
-        past the device's maximum buffer size or when memory runs out."""
+        past the device's maximum buffer size or when memory runs out. A device
+        found lost here is replaced by a fresh context (an adopted device cannot
+        be: DeviceLostError)."""
         context = self.context(device)
-        buffer = context.allocate(nbytes) if nbytes else None
+        if not nbytes:
+            return WebGPUStorage(context, None, 0)
+        try:
+            buffer = context.allocate(nbytes)
+        except DeviceLostError:
+            if context.adopted or not context.lost:
+                raise
+            # The loss was found just now; new memory goes to a fresh context.
+            context = self.context(device)
+            buffer = context.allocate(nbytes)
         return WebGPUStorage(context, buffer, nbytes)
 
     def data_transfers(self) -> list[WebGPUDataTransfer]:

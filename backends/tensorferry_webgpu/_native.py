@@ -218,6 +218,9 @@ def mapped_array(buffer: wgpu.GPUBuffer, offset: int, size: int) -> npt.NDArray[
     """A writable uint8 view of ``size`` mapped bytes at ``offset`` (inside the
     mapped range). Drop every view before the buffer is unmapped: reading one
     afterwards crashes the process."""
+    if _destroying(buffer._device):
+        # wgpu-native panics (aborting the process) on a mapped range of a destroyed device.
+        raise DeviceLostError("the wgpu device was destroyed while its buffer was mapped")
     native = _native()
     pointer = native.libf.wgpuBufferGetMappedRange(buffer._internal, offset, size)
     if pointer == native.null:
@@ -225,10 +228,17 @@ def mapped_array(buffer: wgpu.GPUBuffer, offset: int, size: int) -> npt.NDArray[
     return np.frombuffer(native.buffer(pointer, size), np.uint8)
 
 
+def _destroying(gpu: wgpu.GPUDevice) -> bool:
+    # wgpu-py's destroy() stops the device's poll thread (first flag, then join, then
+    # forget it) before it destroys the device: a cheap early sign of a destroy.
+    poller = getattr(gpu, "_poller", None)
+    return poller is None or bool(poller._shutdown)
+
+
 def device_is_lost(gpu: wgpu.GPUDevice) -> bool:
     """Whether ``gpu`` was destroyed or lost (checked by finishing an empty encoder)."""
-    if getattr(gpu, "_poller", True) is None:
-        return True  # wgpu-py stops a device's poll thread when it is destroyed
+    if _destroying(gpu):
+        return True
     try:
         gpu.create_command_encoder().finish()
     except Exception as exc:

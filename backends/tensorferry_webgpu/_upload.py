@@ -129,7 +129,11 @@ class UploadStager:
                     land()
                 take = min(self._chunk, body.nbytes - pos)
                 chunk = staging.acquire()
-                view = mapped_array(chunk, 0, take)
+                try:
+                    view = mapped_array(chunk, 0, take)
+                except BaseException:
+                    staging.discard(chunk)
+                    raise
                 jobs.append(
                     (
                         threads.start(view, body[pos : pos + take], context.options.copy_part),
