@@ -1,5 +1,6 @@
 """Test matrix: ``nox`` runs lint, typecheck, the tests of every backend on every
-supported Python, and the toy third-party backend.
+supported Python, the toy third-party backend, and the docs (the site, the
+examples and the README's code blocks).
 
 ``nox -s tests-3.12`` runs both backends on 3.12; ``nox -s "tests(backend='webgpu')"``
 runs one backend on every Python; ``nox -s bench -- --quick`` measures.
@@ -17,7 +18,7 @@ import nox
 
 nox.needs_version = ">=2024.4.15"
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "typecheck", "tests", "toy"]
+nox.options.sessions = ["lint", "typecheck", "tests", "toy", "docs"]
 
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
@@ -102,6 +103,15 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the core (with the benchmark), the backends, the probes and this file."""
     session.install(".[webgpu,bench]", *_group("typecheck"))
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The API reference site (mkdocs, warnings as errors) into build/site; every
+    example and every Python block of the README, run as a reader would."""
+    session.install(".[webgpu]", *_group("docs"), *_group("test"))
+    session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
+    session.run("python", "-m", "pytest", "tests/docs", *session.posargs)
 
 
 @nox.session

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -12,9 +14,22 @@ from tensorferry import Device, DeviceType, MemoryKind
 if TYPE_CHECKING:
     import wgpu
 
-__all__ = ["ADAPTERS_ENV", "BACKEND_NAME", "adapters", "describe", "order_adapters"]
+__all__ = [
+    "ADAPTERS_ENV",
+    "BACKEND_NAME",
+    "DLPACK_WEBGPU",
+    "adapters",
+    "describe",
+    "no_adapter_message",
+    "order_adapters",
+]
+
+logger = logging.getLogger("tensorferry.webgpu")
 
 BACKEND_NAME = "webgpu"
+
+DLPACK_WEBGPU = 15
+"""``kDLWebGPU``: the DLPack device type of WebGPU memory."""
 
 ADAPTERS_ENV = "TENSORFERRY_WEBGPU_ADAPTERS"
 """Comma-separated, case-insensitive substrings of adapter summaries (such as
@@ -39,8 +54,25 @@ def adapters() -> list[wgpu.GPUAdapter]:
         if _adapters is None:
             import wgpu
 
+            _ensure_runtime_dir()
             _adapters = list(wgpu.gpu.enumerate_adapters_sync())
+            logger.debug("wgpu found %d adapters: %s", len(_adapters), _summaries(_adapters))
         return list(_adapters)
+
+
+def _ensure_runtime_dir() -> None:
+    # Mesa's OpenGL driver writes "error: XDG_RUNTIME_DIR is invalid or not set"
+    # to stderr for every adapter enumeration and device without one (typical in
+    # containers and CI); a private directory, as a login session would have, quiets it.
+    path = os.environ.get("XDG_RUNTIME_DIR", "")
+    if path and os.path.isdir(path):
+        return
+    os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="tensorferry-xdg-")
+    logger.debug("XDG_RUNTIME_DIR was unset; using %s", os.environ["XDG_RUNTIME_DIR"])
+
+
+def _summaries(found: Sequence[wgpu.GPUAdapter]) -> list[str]:
+    return [str(a.summary) for a in found]
 
 
 _TYPE_RANK = {"DiscreteGPU": 0, "IntegratedGPU": 1, "VirtualGPU": 2, "CPU": 3}
@@ -67,26 +99,48 @@ def order_adapters(adapters: Sequence[wgpu.GPUAdapter]) -> list[wgpu.GPUAdapter]
     chosen: list[wgpu.GPUAdapter] = []
     for token in tokens:
         chosen.extend(a for a in ordered if token in a.summary.lower() and a not in chosen)
+    left_out = [a for a in ordered if a not in chosen]
+    if left_out:
+        logger.info("%s=%r leaves out %s", ADAPTERS_ENV, spec, _summaries(left_out))
     return chosen
 
 
+def no_adapter_message(found: Sequence[wgpu.GPUAdapter], install_hint: str) -> str:
+    """Why there is no WebGPU device: the filter removed every adapter (naming
+    it and the adapters there are), or wgpu found none (then ``install_hint``)."""
+    spec = os.environ.get(ADAPTERS_ENV, "").strip()
+    if found and spec:
+        return (
+            f"{ADAPTERS_ENV}={spec!r} matches none of the adapters wgpu found: "
+            f"{_summaries(found)}; set it to comma-separated parts of those names, or unset it"
+        )
+    return f"wgpu found no adapter; {install_hint}"
+
+
 def describe(adapter: wgpu.GPUAdapter, index: int, *, label: str = "") -> Device:
-    """The tensorferry device for ``adapter`` at position ``index``."""
+    """The tensorferry device for ``adapter`` at position ``index``.
+
+    Software adapters (``adapter_type`` ``"CPU"``: Mesa's lavapipe and llvmpipe)
+    are devices of type CPU: they run on the processor, and someone asking for
+    a GPU must not get one. Their memory is still WebGPU memory, not host memory.
+    """
     info = adapter.info
-    properties: tuple[tuple[str, str], ...] = (
+    adapter_type = str(info["adapter_type"])
+    properties: tuple[tuple[str, int | str], ...] = (
         ("adapter", str(adapter.summary)),
-        ("adapter_type", str(info["adapter_type"])),
+        ("adapter_type", adapter_type),
         ("backend_type", str(info["backend_type"])),
         ("vendor", str(info["vendor"])),
         ("description", str(info["description"])),
-        ("max_buffer_size", str(adapter.limits["max-buffer-size"])),
+        ("max_buffer_size", int(adapter.limits["max-buffer-size"])),
+        ("dlpack_device_type", DLPACK_WEBGPU),
     )
     if label:
         properties += (("context", label),)
     return Device(
         BACKEND_NAME,
         index,
-        DeviceType.GPU,
+        DeviceType.CPU if adapter_type == "CPU" else DeviceType.GPU,
         MemoryKind.DEFAULT,
         vendor_id=int(info["vendor_id"]),
         device_id=int(info["device_id"]),

@@ -13,7 +13,12 @@ from tensorferry import (
     Tensor,
     UnknownDeviceError,
 )
-from tensorferry_webgpu._adapters import ADAPTERS_ENV, BACKEND_NAME, describe, order_adapters
+from tensorferry_webgpu._adapters import (
+    BACKEND_NAME,
+    describe,
+    no_adapter_message,
+    order_adapters,
+)
 from tensorferry_webgpu._adapters import adapters as all_adapters
 from tensorferry_webgpu._buffers import PoolStats, StagingStats
 from tensorferry_webgpu._context import MAPPABLE, Context, wants_mapped_storage
@@ -46,11 +51,10 @@ class WebGPUBackend:
     def __init__(self, options: ContextOptions | None = None) -> None:
 
         self.options = options or ContextOptions()
-        adapters = order_adapters(all_adapters())
+        found = all_adapters()
+        adapters = order_adapters(found)
         if not adapters:
-            raise BackendUnavailableError(
-                f"wgpu found no adapter (after {ADAPTERS_ENV} filtering, if set); {_INSTALL_HINT}"
-            )
+            raise BackendUnavailableError(no_adapter_message(found, _INSTALL_HINT))
         self._adapters: list[wgpu.GPUAdapter] = adapters
         self._devices = [describe(a, i) for i, a in enumerate(adapters)]
         self._contexts: dict[int, Context] = {}

@@ -8,11 +8,12 @@ One abstraction (:class:`IDataTransfer`, :class:`DataTransferManager`,
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tensorferry.backend import Backend, BackendFactory, Filler
-    from tensorferry.device import HOST, Device, DeviceType, MemoryKind
+    from tensorferry.device import HOST, Device, DeviceType, MemoryKind, PropertyValue
     from tensorferry.environment import ENTRY_POINT_GROUP, Environment
     from tensorferry.errors import (
         BackendUnavailableError,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
         UnsupportedDtypeError,
     )
     from tensorferry.manager import DataTransferManager
+    from tensorferry.policy import DevicePolicy, DevicePolicyDelegate
     from tensorferry.storage import HostStorage, Storage
     from tensorferry.tensor import Tensor
     from tensorferry.transfer import (
@@ -40,6 +42,11 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
+# What tensorferry logs (backends that fail to load, devices chosen and why,
+# copies routed through host memory) shows only where the application
+# configures logging: never through logging's last-resort stderr handler.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
 # Names load on first use (PEP 562), so that importing the package -- which the
 # conformance plugin's pytest11 entry point does in every pytest run -- costs
 # nothing until tensorferry is actually used.
@@ -51,6 +58,7 @@ _HOMES = {
     "Device": "device",
     "DeviceType": "device",
     "MemoryKind": "device",
+    "PropertyValue": "device",
     "ENTRY_POINT_GROUP": "environment",
     "Environment": "environment",
     "BackendUnavailableError": "errors",
@@ -65,6 +73,8 @@ _HOMES = {
     "UnknownDeviceError": "errors",
     "UnsupportedDtypeError": "errors",
     "DataTransferManager": "manager",
+    "DevicePolicy": "policy",
+    "DevicePolicyDelegate": "policy",
     "HostStorage": "storage",
     "Storage": "storage",
     "Tensor": "tensor",
@@ -102,6 +112,8 @@ __all__ = [
     "DataTransferManager",
     "Device",
     "DeviceLostError",
+    "DevicePolicy",
+    "DevicePolicyDelegate",
     "DeviceType",
     "Environment",
     "Filler",
@@ -113,6 +125,7 @@ __all__ = [
     "MemoryKind",
     "NoTransferError",
     "OutOfDeviceMemoryError",
+    "PropertyValue",
     "Storage",
     "Tensor",
     "TensorferryError",

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import enum
-from typing import Final
+from collections.abc import Iterable, Mapping
+from typing import Final, TypeAlias, TypeVar, overload
 
 import attrs
 
-__all__ = ["HOST", "Device", "DeviceType", "MemoryKind"]
+__all__ = ["HOST", "Device", "DeviceType", "MemoryKind", "PropertyValue"]
+
+PropertyValue: TypeAlias = int | str
+"""What a device property holds: an int for quantities (``max_buffer_size``), else a str."""
+
+_T = TypeVar("_T")
 
 
 class DeviceType(enum.Enum):
@@ -33,6 +39,23 @@ def _lower(value: str) -> str:
     return value.lower()
 
 
+def _properties(
+    value: Mapping[str, PropertyValue] | Iterable[tuple[str, PropertyValue]],
+) -> tuple[tuple[str, PropertyValue], ...]:
+    items = tuple(value.items() if isinstance(value, Mapping) else value)
+    for item in items:
+        if (
+            not isinstance(item, tuple)
+            or len(item) != 2
+            or not isinstance(item[0], str)
+            or not isinstance(item[1], int | str)
+        ):
+            raise TypeError(
+                f"device properties are (str key, int or str value) pairs, got {item!r}"
+            )
+    return items
+
+
 @attrs.frozen(order=False, cache_hash=True, repr=False)
 class Device:
     """An immutable, hashable description of one device's memory.
@@ -44,7 +67,9 @@ class Device:
     ``properties`` are for people choosing a device and take no part in equality.
 
     ``str(device)`` is ``"backend:index"`` (``"cpu"`` for the host), the form
-    :meth:`tensorferry.Environment.device` parses.
+    :meth:`tensorferry.Environment.device` parses. ``properties`` may be given as
+    a mapping or as ``(key, value)`` pairs, values ints or strs (``TypeError``
+    otherwise).
     """
 
     backend: str = attrs.field(converter=_lower)
@@ -54,16 +79,29 @@ class Device:
     vendor_id: int = 0
     device_id: int = 0
     name: str = attrs.field(default="", eq=False)
-    properties: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False)
+    properties: tuple[tuple[str, PropertyValue], ...] = attrs.field(
+        default=(), eq=False, converter=_properties
+    )
 
     @property
     def is_host(self) -> bool:
         """True for plain host memory, which every transfer can read and write with numpy."""
         return self == HOST
 
-    def property(self, key: str, default: str = "") -> str:
-        """The value of one descriptive property (``"adapter_type"``, ``"backend_type"``...)."""
-        return dict(self.properties).get(key, default)
+    @overload
+    def property(self, key: str) -> PropertyValue: ...
+    @overload
+    def property(self, key: str, default: _T) -> PropertyValue | _T: ...
+    def property(self, key: str, default: object = "") -> object:
+        """The value of one descriptive property, or ``default`` (``""``) when it has none.
+
+        Quantities are ints (``"max_buffer_size"``), names are strs
+        (``"adapter_type"``, ``"backend_type"``).
+        """
+        for name, value in self.properties:
+            if name == key:
+                return value
+        return default
 
     def __str__(self) -> str:
         return "cpu" if self.is_host else f"{self.backend}:{self.index}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import math
 import threading
 import weakref
@@ -25,6 +26,14 @@ from tensorferry.errors import (
     UnknownDeviceError,
 )
 from tensorferry.manager import DataTransferManager
+from tensorferry.policy import (
+    DevicePolicy,
+    DevicePolicyDelegate,
+    apply_policy,
+    default_spec,
+    match_device,
+    no_match_message,
+)
 from tensorferry.storage import HostStorage, Storage
 from tensorferry.tensor import Tensor, as_dtype, as_shape, check_out_array
 from tensorferry.transfer import IDataTransfer, TransferHandle
@@ -36,6 +45,8 @@ ENTRY_POINT_GROUP = "tensorferry.backends"
 
 HOST_BACKEND = "cpu"
 """The backend that owns :data:`tensorferry.HOST`; every environment loads it."""
+
+logger = logging.getLogger(__name__)
 
 _live: weakref.WeakSet[Environment] = weakref.WeakSet()
 
@@ -161,6 +172,7 @@ class Environment:
                 backend = self._create(name, self._factories[name])
             except Exception as exc:
                 self._errors[name] = f"backend {name!r} is unavailable: {exc}"
+                logger.warning("%s", self._errors[name])
                 raise BackendUnavailableError(self._errors[name]) from exc
             self._adopt(name, backend)
             return backend
@@ -264,8 +276,15 @@ class Environment:
         return [d for d in found if type is None or d.type == type]
 
     def device(self, spec: str | Device) -> Device:
-        """Resolve ``"cpu"``, ``"webgpu"`` (the backend's best device), ``"webgpu:1"``
-        or a :class:`Device` to a device of this environment.
+        """Resolve a device spec or a :class:`Device` to a device of this environment.
+
+        A spec is, in this order of precedence: a backend name, ``"cpu"`` (host
+        memory) or ``"webgpu"`` (that backend's best device), optionally with
+        an index (``"webgpu:1"``); a device type, ``"gpu"`` or ``"npu"`` (the
+        first device of that type, see :meth:`devices`); or text contained in a
+        device's name (``"llvmpipe"``, ``"NVIDIA"``, ``"via OpenGL"``, the first
+        such device). Software adapters such as llvmpipe are devices of type
+        CPU: ``"gpu"`` never means one.
 
         Raises :class:`UnknownDeviceError` (a ``LookupError``) naming the
         devices there are, or :class:`BackendUnavailableError` with the reason a
@@ -278,6 +297,8 @@ class Environment:
         if not isinstance(spec, str):
             raise TypeError(f"device spec must be a str or a Device, got {type(spec).__name__}")
         name, _, index_text = spec.strip().lower().partition(":")
+        if name and name not in self._factories and not index_text.strip().isdigit():
+            return self._match_device(spec)
         backend_devices = list(self.backend(name).devices())
         if not index_text:
             if not backend_devices:
@@ -295,6 +316,35 @@ class Environment:
                 f"no device {spec!r}; backend {name!r} has {[str(d) for d in backend_devices]}"
             )
         return match[0]
+
+    def _match_device(self, spec: str) -> Device:
+        devices = self.devices()
+        found = match_device(devices, spec)
+        if found is None:
+            raise UnknownDeviceError(
+                no_match_message(spec, devices, self.backend_names, self.backend_errors)
+            )
+        return found
+
+    def select_device(self, policy: DevicePolicy | DevicePolicyDelegate | None = None) -> Device:
+        """The device ``policy`` picks (see :class:`DevicePolicy`), or a delegate's choice.
+
+        Without a policy, the device named by the ``TENSORFERRY_DEVICE``
+        environment variable when it is set (any spec :meth:`device` takes),
+        else the choice of ``DevicePolicy.DEFAULT``. Raises what :meth:`device`
+        raises for a bad ``TENSORFERRY_DEVICE``, ``TypeError``/``ValueError``
+        for a bad policy or delegate result, :class:`UnknownDeviceError` when
+        nothing fits.
+        """
+        self._check_open()
+        if policy is None:
+            spec = default_spec()
+            if spec is not None:
+                chosen = self.device(spec)
+                logger.info("TENSORFERRY_DEVICE=%s chose %s (%s)", spec, chosen, chosen.name)
+                return chosen
+            policy = DevicePolicy.DEFAULT
+        return apply_policy(self.devices(), policy)
 
     # tensors ----------------------------------------------------------------
 
@@ -347,6 +397,7 @@ class Environment:
         if isinstance(backend, Filler) and tensor.writable:
             backend.fill(tensor, element.tobytes())
         else:
+            logger.debug("backend %r has no fill; uploading %r instead", backend.name, tensor)
             self.copy_tensor(self._wrap(np.full(tensor.shape, element), writable=False), tensor)
 
     def wrap_storage(
@@ -411,6 +462,37 @@ class Environment:
             check_out_array(out, tensor.shape, tensor.dtype)
         self.copy_tensor(tensor, self._wrap(out, writable=True))
         return out
+
+    def to_device(self, tensor: Tensor, device: str | Device, *, copy: bool = False) -> Tensor:
+        """``tensor`` on ``device`` (what :meth:`Tensor.to` does): the tensor itself
+        when it is there already and ``copy`` is false, else a new tensor holding
+        a copy. Raises what :meth:`device`, :meth:`empty` and :meth:`copy_tensor` raise."""
+        self._check_tensor(tensor, "tensor")
+        target = self.device(device)
+        if target == tensor.device and not copy:
+            return tensor
+        result = self.empty(tensor.shape, tensor.dtype, target)
+        self.copy_tensor(tensor, result)
+        return result
+
+    def from_dlpack(self, producer: object, device: str | Device | None = None) -> Tensor:
+        """A tensor from any DLPack producer in host memory (numpy, torch, JAX...).
+
+        Without ``device`` the tensor shares the producer's memory (no copy; a
+        read-only producer gives a read-only tensor); with one, it is a copy on
+        that device (``"cpu"`` included). Raises ``TypeError`` for an object without the DLPack
+        protocol, :class:`InvalidArrayError` for a producer outside host memory
+        (move it to the CPU with its own library first) or one numpy cannot
+        import, and what :meth:`device` raises.
+        """
+        from tensorferry.dlpack import host_array_from
+
+        self._check_open()
+        target = None if device is None else self.device(device)
+        array = host_array_from(producer)
+        if target is None:
+            return self.from_numpy(array, copy=False)
+        return self.from_numpy(array, target)
 
     def _wrap(self, array: npt.NDArray[np.generic], *, writable: bool | None) -> Tensor:
         as_dtype(array.dtype)

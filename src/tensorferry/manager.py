@@ -10,6 +10,7 @@ or unregister transfers.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -36,6 +37,8 @@ from tensorferry.transfer import (
 )
 
 __all__ = ["DataTransferManager"]
+
+logger = logging.getLogger(__name__)
 
 _MISSING = object()
 
@@ -162,6 +165,11 @@ class DataTransferManager:
                 up = self.get_data_transfer(HOST, dst)
                 if down is not None and up is not None:
                     route = _Route((down, up))
+                    logger.info(
+                        "no transfer copies %s -> %s directly: routing through host memory",
+                        src,
+                        dst,
+                    )
             self._routes[key] = route
             return route
 
@@ -360,6 +368,7 @@ class DataTransferManager:
                 steps.append(_Step(hops[0], src, dst))
             else:
                 assert self._host_allocator is not None
+                logger.debug("pair %d: %s -> %s through host memory", index, src.device, dst.device)
                 staging = Tensor(
                     self._host_allocator(src.nbytes), src.shape, src.dtype, 0, src.owner
                 )

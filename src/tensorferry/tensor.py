@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, SupportsIndex, cast
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, SupportsIndex, cast
 
 import attrs
 import numpy as np
@@ -87,6 +87,11 @@ class TensorOwner(Protocol):
         self, tensor: Tensor, out: npt.NDArray[np.generic] | None = None
     ) -> npt.NDArray[np.generic]:
         """Copy ``tensor`` into host memory and return it as a numpy array."""
+        ...
+
+    def to_device(self, tensor: Tensor, device: str | Device, *, copy: bool = False) -> Tensor:
+        """``tensor`` on ``device``: itself when it is there already (unless ``copy``),
+        else a new tensor holding a copy."""
         ...
 
 
@@ -254,6 +259,126 @@ class Tensor:
                 return out
             raise RuntimeError("this tensor has no owning environment to copy it to the host")
         return self.owner.to_numpy(self, out)
+
+    def to(self, device: str | Device, *, copy: bool = False) -> Tensor:
+        """This tensor on ``device`` (``"webgpu"``, ``"cpu"``, a :class:`Device`...).
+
+        Returns the tensor itself when it is on that device already, unless
+        ``copy=True``; otherwise a new tensor of the same shape and dtype holding
+        a copy. Raises ``RuntimeError`` for a tensor no environment owns, and
+        what :meth:`tensorferry.Environment.device` and
+        :meth:`tensorferry.Environment.copy_tensor` raise.
+        """
+        if self.owner is None:
+            raise RuntimeError(
+                "this tensor has no owning environment to copy it with; create tensors "
+                "through an Environment (empty, from_numpy) to move them"
+            )
+        return self.owner.to_device(self, device, copy=copy)
+
+    def to_device(self, device: str | Device, /, *, stream: object = None) -> Tensor:
+        """The array API's spelling of :meth:`to`; ``stream`` must be ``None``
+        (tensorferry's copies are complete when they return), ``ValueError`` otherwise."""
+        if stream is not None:
+            raise ValueError(f"stream must be None; tensorferry has no streams, got {stream!r}")
+        return self.to(device)
+
+    # numpy, buffer protocol, DLPack, pickle ---------------------------------
+
+    def __array__(
+        self, dtype: npt.DTypeLike | None = None, copy: bool | None = None
+    ) -> npt.NDArray[Any]:
+        """The tensor as a numpy array, for ``numpy.asarray(t)`` and ``numpy.array(t)``.
+
+        A host tensor gives a view of its memory (no copy) unless ``copy=True``
+        or a ``dtype`` conversion needs one; a device tensor is downloaded.
+        With ``copy=False`` (numpy 2) a needed copy raises ``ValueError``, as
+        numpy's protocol asks.
+        """
+        if not self.device.is_host and copy is False:
+            raise ValueError(
+                f"{self!r} is in {self.device} memory: a numpy array of it needs a download "
+                "(a copy), but copy=False was asked"
+            )
+        if self.device.is_host:
+            array: npt.NDArray[Any] = self.host_array()
+            copied = False
+        else:
+            array, copied = self.numpy(), True
+        if dtype is not None and np.dtype(dtype) != array.dtype:
+            if copy is False:
+                raise ValueError(
+                    f"converting {self.dtype} to {np.dtype(dtype)} needs a copy, "
+                    "but copy=False was asked"
+                )
+            return array.astype(dtype)
+        return array.copy() if copy and not copied else array
+
+    def __buffer__(self, flags: int, /) -> memoryview:
+        """The buffer protocol (Python 3.12+; ``memoryview(t)``): the memory of a
+        host tensor, without a copy.
+
+        Raises ``BufferError`` for a tensor in device memory (which has no host
+        address; use ``numpy.asarray(t)`` for a host copy) and, through
+        ``memoryview``, for a writable buffer of a read-only tensor. On Python
+        3.11 classes written in Python cannot offer buffers: use
+        ``memoryview(t.host_array())`` there.
+        """
+        if not self.device.is_host:
+            raise BufferError(
+                f"{self!r} lives in {self.device} memory, which has no host address; "
+                "use numpy.asarray(t) or t.numpy() for a host copy"
+            )
+        return self.host_array().data
+
+    def __release_buffer__(self, view: memoryview, /) -> None:
+        """Release a buffer from :meth:`__buffer__` (Python 3.12+)."""
+        view.release()
+
+    def __dlpack__(
+        self,
+        *,
+        stream: object = None,
+        max_version: tuple[int, int] | None = None,
+        dl_device: tuple[int, int] | None = None,
+        copy: bool | None = None,
+    ) -> Any:
+        """The DLPack 1.x export: a capsule for ``numpy.from_dlpack``,
+        ``torch.from_dlpack`` and other consumers.
+
+        Host tensors are shared without a copy; a device tensor is copied to
+        the host when asked for ``dl_device=(1, 0)``. See
+        :func:`tensorferry.dlpack.export` for what it raises.
+        """
+        from tensorferry.dlpack import export
+
+        return export(self, stream=stream, max_version=max_version, dl_device=dl_device, copy=copy)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        """``(DLPack device type, index)``: ``(1, 0)`` for host memory, ``(15, i)``
+        (``kDLWebGPU``) for a WebGPU device, as its backend declares."""
+        from tensorferry.dlpack import dlpack_device
+
+        return dlpack_device(self.device)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        """Tensors cannot be pickled (nor deep-copied): raises ``TypeError``.
+
+        A tensor is a view of memory an :class:`~tensorferry.Environment` owns
+        (often device memory), which no other process or unpickled copy could
+        own. Pickle ``numpy.asarray(t)`` and re-create the tensor with
+        ``env.from_numpy(array, device)`` on the other side.
+        """
+        raise TypeError(
+            f"cannot pickle or deep-copy {self!r}: a tensor is a view of memory that its "
+            "Environment owns, which does not travel to another process; pickle "
+            "numpy.asarray(tensor) instead and re-create it there with "
+            "env.from_numpy(array, device)"
+        )
+
+    def __copy__(self) -> Tensor:
+        """A tensor is an immutable view: ``copy.copy`` returns it unchanged."""
+        return self
 
     def __repr__(self) -> str:
         return (

@@ -197,7 +197,12 @@ def test_device_resolves(lazy_env: Environment, spec: str | Device, expected: st
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("nope", r"no backend named 'nope'; available backends: \['cpu', 'lazy'\]"),
+        (
+            "nope",
+            r"no backend, device type or device name matches 'nope'; expected a backend name, "
+            r"'gpu', 'npu' or part of a device name; available backends: \['cpu', 'lazy'\]; "
+            r"devices: cpu \(CPU\) host memory; lazy:0 \(GPU\) fake lazy 0",
+        ),
         ("nope:0", r"no backend named 'nope'; available backends: \['cpu', 'lazy'\]"),
         ("cpu:1", r"no device 'cpu:1'; backend 'cpu' has \['cpu'\]"),
         ("lazy:5", r"no device 'lazy:5'; backend 'lazy' has \['lazy:0', 'lazy:1'\]"),

@@ -119,7 +119,9 @@ class _NoClose:
         raise AssertionError
 
 
-@pytest.mark.parametrize("candidate", [object(), "cpu", _NoClose()], ids=repr)
+@pytest.mark.parametrize(
+    "candidate", [object(), "cpu", _NoClose()], ids=["object", "str", "no-close"]
+)
 def test_register_rejects_what_is_not_a_transfer(
     manager: DataTransferManager, candidate: Any
 ) -> None:

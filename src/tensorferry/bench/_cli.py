@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import tensorferry as tf
+
 from ._plot import PlotUnavailableError, draw_plot
 from ._report import check_targets, machine_info, render_text, to_json
 from ._runner import (
@@ -23,12 +25,16 @@ from ._targets import TARGET_SETS, select_target_set
 from ._timing import Timing
 from ._workload import Op, format_size, parse_size
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_UNAVAILABLE", "build_parser", "main"]
 
-_QUICK_SIZES = (4 << 10, 64 << 10, 1 << 20, 4 << 20)
+_QUICK_SMALL_SIZES = (4 << 10, 1 << 20)
+"""What ``--quick`` measures beside the sizes of the targets it checks."""
 _FULL_TIMING = Timing()
 _QUICK_TIMING = Timing(warmup=1, min_repeats=3, min_seconds=0.02, max_repeats=50)
 _RESULTS_DIR = Path("bench-results")
+
+EXIT_UNAVAILABLE = 3
+"""Exit status when the device asked for (``--device``) cannot be used."""
 
 
 def _size_list(text: str) -> tuple[int, ...]:
@@ -77,14 +83,18 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
             "Measure tensorferry's transfers (upload, download, device-to-device, round trip, "
             "host-to-host, and batches of small tensors) next to raw wgpu-py, numpy.copyto, "
             "torch CUDA and ONNX Runtime's WebGPU EP where those are available. Prints GB/s "
-            "tables, ratios and the issue's targets, writes JSON and a PNG plot."
+            "tables, ratios and how the run compares with tensorferry's performance targets "
+            "for the kind of device, writes JSON and a PNG plot. Exit status: 0; 1 when a "
+            "transfer returned wrong data; 2 for bad options; 3 when the device cannot be "
+            "used (nothing is measured or written then); 130 after Ctrl-C."
         ),
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"seconds, not minutes: sizes {', '.join(map(format_size, _QUICK_SIZES))}, "
-        "few repeats",
+        help="seconds, not minutes: few repeats, the batches, and sizes "
+        f"{', '.join(map(format_size, _QUICK_SMALL_SIZES))} plus those of the targets "
+        "checked (64 MiB on a CPU adapter, 256 MiB and 4 KiB on a GPU)",
     )
     parser.add_argument(
         "--device",
@@ -130,8 +140,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--targets",
         choices=("auto", *TARGET_SETS, "all", "none"),
         default="auto",
-        help="which of the issue's targets to check (default: auto, by the adapter type of "
-        "the device: a CPU adapter is lavapipe, a GPU is a GPU; none for other devices)",
+        help="which performance targets to check (default: auto, by the adapter type of "
+        "the device: those set for lavapipe on a CPU adapter, for GPUs on a GPU; none for "
+        "other devices)",
     )
     parser.add_argument("--no-progress", action="store_true", help="show no progress")
     parser.add_argument(
@@ -140,7 +151,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace) -> BenchConfig:
+def _config(args: argparse.Namespace, target_sets: Sequence[str]) -> BenchConfig:
     base = _QUICK_TIMING if args.quick else _FULL_TIMING
     timing = Timing(
         warmup=base.warmup if args.warmup is None else args.warmup,
@@ -150,7 +161,7 @@ def _config(args: argparse.Namespace) -> BenchConfig:
     )
     if timing.warmup < 0 or timing.min_repeats < 1 or timing.min_seconds < 0:
         raise ValueError("expected --warmup >= 0, --repeats >= 1 and --min-time >= 0")
-    sizes = args.sizes or (_QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    sizes = args.sizes or (_quick_sizes(target_sets) if args.quick else DEFAULT_SIZES)
     if args.max_size is not None:
         sizes = tuple(n for n in sizes if n <= args.max_size)
     ops = tuple(Op(name) for name in args.ops) if args.ops else tuple(Op)
@@ -168,6 +179,26 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         progress=not args.no_progress,
         traceback=args.traceback,
     )
+
+
+def _quick_sizes(target_sets: Sequence[str]) -> tuple[int, ...]:
+    """Small sizes and every size a checked target needs: the headline figures."""
+    headline = {
+        target.workload.nbytes
+        for name in target_sets
+        for target in TARGET_SETS[name]
+        if not target.workload.op.is_batch
+    }
+    return tuple(sorted({*_QUICK_SMALL_SIZES, *headline}))
+
+
+def _resolve_device(spec: str) -> tuple[tf.Device | None, str]:
+    """The device ``--device`` names, or None and why it cannot be used."""
+    with tf.Environment() as env:
+        try:
+            return env.device(spec), ""
+        except (tf.UnknownDeviceError, TypeError, ValueError) as exc:
+            return None, str(exc)
 
 
 def _wgpu_adapter(outcome: RunOutcome) -> dict[str, object]:
@@ -194,11 +225,23 @@ def _adapter_type(outcome: RunOutcome) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """Run the benchmark; return 0, 1 if a transfer returned wrong data, 130 on Ctrl-C."""
+    """Run the benchmark; return 0, 1 if a transfer returned wrong data, 3 when the
+    device cannot be used (before measuring or writing anything), 130 on Ctrl-C."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    adapter_type: str | None = None
+    if any(name.startswith("tensorferry") for name in (args.paths or DEFAULT_PATHS)):
+        device, reason = _resolve_device(args.device)
+        if device is None:
+            print(
+                f"{prog or 'tensorferry bench'}: cannot use device {args.device!r}: {reason}",
+                file=sys.stderr,
+            )
+            return EXIT_UNAVAILABLE
+        adapter_type = str(device.property("adapter_type")) or None
+    target_sets = select_target_set(args.targets, adapter_type)
     try:
-        config = _config(args)
+        config = _config(args, target_sets)
     except ValueError as exc:
         parser.error(str(exc))
     outcome = run_benchmark(config)

@@ -1,4 +1,4 @@
-"""The issue's performance targets, checked against the ratios of one run."""
+"""tensorferry's performance targets per kind of machine, checked against the ratios of one run."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class Kind(enum.Enum):
 
 @attrs.frozen
 class Target:
-    """One line of the issue: ``workload`` on tensorferry against ``peer`` (or absolute)."""
+    """One target: ``workload`` on tensorferry against ``peer`` (or absolute)."""
 
     text: str
     workload: Workload
@@ -119,7 +119,7 @@ def _gpu_targets() -> tuple[Target, ...]:
 
 
 TARGET_SETS = {"lavapipe": _lavapipe_targets(), "gpu": _gpu_targets()}
-"""The issue's targets by the machine they were set for."""
+"""The targets by the kind of machine they were set for."""
 
 
 def select_target_set(choice: str, adapter_type: str | None) -> list[str]:

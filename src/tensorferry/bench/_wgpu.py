@@ -49,10 +49,10 @@ def _match_score(adapter: Any, device: tf.Device) -> int:
         score += 4
     elif device.name and (info["device"] in device.name or device.name in adapter.summary):
         score += 2
-    backend_type = device.property("backend_type")
+    backend_type = str(device.property("backend_type"))
     if backend_type and backend_type.lower() == str(info["backend_type"]).lower():
         score += 2
-    adapter_type = device.property("adapter_type")
+    adapter_type = str(device.property("adapter_type"))
     if adapter_type and adapter_type.lower() == str(info["adapter_type"]).lower():
         score += 1
     if device.vendor_id and device.vendor_id == info["vendor_id"]:
