@@ -118,7 +118,7 @@ class _Batch:
 
     def _device_copy(self, op: DeviceCopy) -> None:
         if self._copier is None:
-            self._copier = DeviceCopier(self._queue)
+            self._copier = DeviceCopier(self._context, self._queue)
         source, src_offset, target, dst_offset, nbytes = op
         self._copier.copy(_buffer(source), src_offset, _buffer(target), dst_offset, nbytes)
 

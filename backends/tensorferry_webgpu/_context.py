@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from tensorferry import ClosedError, Device, DeviceLostError, OutOfDeviceMemoryError
 from tensorferry_webgpu._buffers import BufferPool, PoolStats, StagingPool
+from tensorferry_webgpu._copy_kernel import CopyKernel, kernel_copies_pay
 from tensorferry_webgpu._errors import translate
 from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._patch import BytePatcher
@@ -82,11 +83,23 @@ class Context:
             for write in (True, False)
         )
         self.patcher = BytePatcher(gpu)
+        self._copy_kernel: CopyKernel | None = None
+        self.kernel_copies = (
+            kernel_copies_pay(str(device.property("adapter_type")))
+            if options.kernel_copies is None
+            else options.kernel_copies
+        )
         self.threads = CopyThreads(options.copy_threads)
         self._refs = 0
         self._state_lock = threading.Lock()
         self.closed = False
         self.lost = False
+
+    def copy_kernel(self) -> CopyKernel:
+        """The device's copy kernel, built on first use (callers hold ``lock``)."""
+        if self._copy_kernel is None:
+            self._copy_kernel = CopyKernel(self.gpu)
+        return self._copy_kernel
 
     # lifetime ---------------------------------------------------------------
 

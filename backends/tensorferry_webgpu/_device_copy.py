@@ -1,6 +1,7 @@
 """Where a device copy gets encoded: bytes from one place in device memory to another.
 
-Whole 4-byte words go through ``copy_buffer_to_buffer``; ragged edges and
+Whole 4-byte words go through ``copy_buffer_to_buffer`` or, for large copies
+on GPUs, the 16-byte-word copy kernel (:mod:`._copy_kernel`); ragged edges and
 misaligned ranges through the patch kernel, byte-exact. WebGPU refuses one
 buffer as both source and destination, so a copy within one buffer first
 snapshots the source range into a scratch buffer.
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tensorferry_webgpu._copy_kernel import WORD
 from tensorferry_webgpu._native import down4, up4
 
 if TYPE_CHECKING:
     import wgpu
 
+    from tensorferry_webgpu._context import Context
     from tensorferry_webgpu._queue import Queue
 
 __all__ = ["DeviceCopier"]
@@ -23,7 +26,8 @@ __all__ = ["DeviceCopier"]
 class DeviceCopier:
     """Encodes device-to-device copies into the batch's queue."""
 
-    def __init__(self, queue: Queue) -> None:
+    def __init__(self, context: Context, queue: Queue) -> None:
+        self._context = context
         self._queue = queue
 
     def copy(
@@ -33,7 +37,7 @@ class DeviceCopier:
         queue = self._queue
         if src is not dst and not (src_offset | dst_offset | n) & 3:
             if n:
-                queue.encoder().copy_buffer_to_buffer(src, src_offset, dst, dst_offset, n)
+                self._words(src, src_offset, dst, dst_offset, n)
             return
         if n == 0:
             return
@@ -52,3 +56,29 @@ class DeviceCopier:
                 queue.patch_copy(dst, hi, src, hi + shift, dst_offset + n - hi)
             return
         queue.patch_copy(dst, dst_offset, src, src_offset, n)
+
+    def _words(
+        self, src: wgpu.GPUBuffer, src_offset: int, dst: wgpu.GPUBuffer, dst_offset: int, n: int
+    ) -> None:
+        """Copy whole 4-byte words between two distinct buffers: the copy command,
+        or the kernel for large copies where the context says it pays (its
+        16-byte words need both offsets equally aligned; the command does the rest)."""
+        context = self._context
+        encoder = self._queue.encoder()
+        head = -src_offset % WORD
+        if (
+            not context.kernel_copies
+            or n < context.options.kernel_copy_min
+            or (src_offset - dst_offset) % WORD
+        ):
+            encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, n)
+            return
+        body = (n - head) // WORD * WORD
+        if head:
+            encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, head)
+        kernel = context.copy_kernel()
+        kernel.encode(encoder, src, src_offset + head, dst, dst_offset + head, body)
+        tail = n - head - body
+        if tail:
+            at = head + body
+            encoder.copy_buffer_to_buffer(src, src_offset + at, dst, dst_offset + at, tail)
