@@ -23,7 +23,9 @@ from tensorferry import Device, Environment, Tensor
 from tensorferry_webgpu._adapters import ADAPTERS_ENV, BACKEND_NAME, adapters
 from tensorferry_webgpu._backend import WebGPUBackend, buffer_of, create_backend
 from tensorferry_webgpu._buffers import CacheMode, PoolStats, StagingStats
-from tensorferry_webgpu._context import Context, ContextOptions
+from tensorferry_webgpu._context import Context
+from tensorferry_webgpu._errors import WebGPUError
+from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._storage import WebGPUStorage
 from tensorferry_webgpu._transfer import WebGPUDataTransfer
 
@@ -40,6 +42,7 @@ __all__ = [
     "StagingStats",
     "WebGPUBackend",
     "WebGPUDataTransfer",
+    "WebGPUError",
     "WebGPUStorage",
     "adapters",
     "adopt_device",

@@ -21,7 +21,9 @@ from tensorferry_webgpu._adapters import (
 )
 from tensorferry_webgpu._adapters import adapters as all_adapters
 from tensorferry_webgpu._buffers import PoolStats, StagingStats
-from tensorferry_webgpu._context import MAPPABLE, Context, ContextOptions, wants_mapped_storage
+from tensorferry_webgpu._context import MAPPABLE, Context, wants_mapped_storage
+from tensorferry_webgpu._native import device_of
+from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._storage import WebGPUStorage
 from tensorferry_webgpu._transfer import WebGPUDataTransfer
 
@@ -59,7 +61,7 @@ class WebGPUBackend:
         self._lock = threading.Lock()
         self._closed = False
         self.contexts_created = 0
-        self._transfer = WebGPUDataTransfer(self)
+        self._transfer = WebGPUDataTransfer(self, self.owns)
 
     # the Backend protocol ---------------------------------------------------
 
@@ -78,9 +80,20 @@ class WebGPUBackend:
 
     def allocate(self, device: Device, nbytes: int) -> WebGPUStorage:
         """A pooled buffer of ``nbytes`` on ``device``; raises OutOfDeviceMemoryError
-        past the device's maximum buffer size or when memory runs out."""
+        past the device's maximum buffer size or when memory runs out. A device
+        found lost here is replaced by a fresh context (an adopted device cannot
+        be: DeviceLostError)."""
         context = self.context(device)
-        buffer = context.allocate(nbytes) if nbytes else None
+        if not nbytes:
+            return WebGPUStorage(context, None, 0)
+        try:
+            buffer = context.allocate(nbytes)
+        except DeviceLostError:
+            if context.adopted or not context.lost:
+                raise
+            # The loss was found just now; new memory goes to a fresh context.
+            context = self.context(device)
+            buffer = context.allocate(nbytes)
         return WebGPUStorage(context, buffer, nbytes)
 
     def data_transfers(self) -> list[WebGPUDataTransfer]:
@@ -198,7 +211,7 @@ class WebGPUBackend:
         import wgpu
 
         context = self.context(device)
-        owner = getattr(buffer, "_device", None)
+        owner = device_of(buffer)
         if owner is not None and owner is not context.gpu:
             raise ValueError(
                 f"the buffer belongs to another wgpu device than {device}'s; "
@@ -242,8 +255,10 @@ def _check_same_enumeration(adapter: wgpu.GPUAdapter) -> None:
 def buffer_of(tensor: Tensor) -> tuple[wgpu.GPUBuffer, int]:
     """The ``GPUBuffer`` behind a WebGPU tensor and the tensor's byte offset in it.
 
-    Raises ``TypeError`` for a tensor of another backend, ``ValueError`` for a
-    zero-byte tensor (which holds no buffer).
+    A pooled tensor's buffer stays tensorferry's: its ``destroy()`` raises
+    ``RuntimeError`` (work on a destroyed buffer would abort the process); let
+    the tensor go instead. Raises ``TypeError`` for a tensor of another
+    backend, ``ValueError`` for a zero-byte tensor (which holds no buffer).
     """
     storage = tensor.storage
     if not isinstance(storage, WebGPUStorage):

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from tensorferry_webgpu._native import MAP_WRITE, MapRequest, destroy, guard, request_map
+
 if TYPE_CHECKING:
     import wgpu
 
@@ -70,10 +72,13 @@ class StagingStats:
 
 
 class BufferPool:
-    """Device buffers of one usage, recycled by :class:`CacheMode` with a cap on cached bytes.
+    """Device buffers of one usage, recycled by :class:`CacheMode`; at most
+    ``max_cached_bytes`` and ``max_cached_buffers`` idle buffers are kept.
 
     Thread-safe: buffers are released from garbage-collector finalizers on any
-    thread. ``create`` makes a new buffer of a given size and may raise.
+    thread. Every buffer it makes refuses a caller's ``destroy()``
+    (:func:`~tensorferry_webgpu._native.guard`): such buffers reach callers
+    through ``buffer_of``, and work on a destroyed buffer aborts the process.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class BufferPool:
         *,
         mode: CacheMode = CacheMode.BUCKET,
         max_cached_bytes: int = 256 << 20,
+        max_cached_buffers: int = 4096,
         max_buffer_size: int = 1 << 62,
     ) -> None:
         self._device = device
@@ -90,6 +96,8 @@ class BufferPool:
         self._usage = usage
         self.mode = mode
         self.max_cached_bytes = max_cached_bytes
+        self.max_cached_buffers = max_cached_buffers
+        self._cached_buffers = 0
         self._lock = threading.Lock()
         self._free: dict[int, list[wgpu.GPUBuffer]] = defaultdict(list)
         self._pending: list[wgpu.GPUBuffer] = []
@@ -99,14 +107,17 @@ class BufferPool:
         self._misses = 0
         self._closed = False
 
+    @property
+    def largest(self) -> int:
+        """The most bytes one buffer can hold: the device's limit rounded down to
+        whole 4-byte words (copies move whole words, so a ragged tail is unusable)."""
+        return self._max_buffer_size & ~3
+
     def capacity_for(self, nbytes: int) -> int:
-        """The buffer size a request for ``nbytes`` gets: its size class (BUCKET, while
-        that fits the device's largest buffer) or ``nbytes`` rounded up to 4."""
-        if self.mode is CacheMode.BUCKET:
-            size = bucket_size(nbytes)
-            if size <= self._max_buffer_size:
-                return size
-        return _round4(nbytes)
+        """The buffer size a request for ``nbytes`` gets: its size class (BUCKET) or
+        ``nbytes`` rounded up to 4, never past :attr:`largest` while ``nbytes`` fits."""
+        size = bucket_size(nbytes) if self.mode is CacheMode.BUCKET else _round4(nbytes)
+        return min(size, max(self.largest, _round4(nbytes)))
 
     def acquire(self, nbytes: int) -> wgpu.GPUBuffer:
         """A buffer of at least ``nbytes`` (cached when possible, else new)."""
@@ -116,10 +127,11 @@ class BufferPool:
             if free:
                 self._hits += 1
                 self._cached_bytes -= size
+                self._cached_buffers -= 1
                 self._live_bytes += size
                 return free.pop()
             self._misses += 1
-        buffer = self._device.create_buffer(size=size, usage=self._usage)
+        buffer = guard(self._device.create_buffer(size=size, usage=self._usage))
         with self._lock:
             self._live_bytes += size
         return buffer
@@ -135,19 +147,23 @@ class BufferPool:
                 self._pending.append(buffer)
                 return
             else:
-                keep = self._cached_bytes + size <= self.max_cached_bytes
+                keep = (
+                    self._cached_bytes + size <= self.max_cached_bytes
+                    and self._cached_buffers < self.max_cached_buffers
+                )
                 if keep:
                     self._free[size].append(buffer)
                     self._cached_bytes += size
+                    self._cached_buffers += 1
         if not keep:
-            buffer.destroy()
+            destroy(buffer)
 
     def end_batch(self) -> None:
         """Destroy the buffers that ``LAZY_RELEASE`` held back during the batch."""
         with self._lock:
             pending, self._pending = self._pending, []
         for buffer in pending:
-            buffer.destroy()
+            destroy(buffer)
 
     def trim(self) -> None:
         """Destroy every cached buffer."""
@@ -155,8 +171,9 @@ class BufferPool:
             free = [b for buffers in self._free.values() for b in buffers]
             self._free.clear()
             self._cached_bytes = 0
+            self._cached_buffers = 0
         for buffer in free:
-            buffer.destroy()
+            destroy(buffer)
         self.end_batch()
 
     def stats(self) -> PoolStats:
@@ -164,7 +181,7 @@ class BufferPool:
         with self._lock:
             return PoolStats(
                 cached_bytes=self._cached_bytes,
-                cached_buffers=sum(len(b) for b in self._free.values()),
+                cached_buffers=self._cached_buffers,
                 hits=self._hits,
                 misses=self._misses,
                 live_bytes=self._live_bytes,
@@ -183,23 +200,32 @@ class StagingPool:
     Upload staging is ``MAP_WRITE | COPY_SRC``, download staging ``MAP_READ | COPY_DST``.
     A buffer handed out is owned by one caller until given back; at most
     ``limit`` exist, so staging memory stays bounded whatever the tensor size.
-    Upload buffers given back are re-mapped in the background (``map_async``)
-    and waited for only when handed out again; download buffers come back
-    unmapped and are mapped by the engine when it drains them.
+    Upload buffers given back are re-mapped in the background and waited for
+    (a blocking poll, at most ``lost_after`` seconds of stalling) only when
+    handed out again; download buffers come back unmapped and are mapped by
+    the download stager when it drains them.
     """
 
-    def __init__(self, device: wgpu.GPUDevice, *, write: bool, chunk: int, limit: int) -> None:
+    def __init__(
+        self,
+        device: wgpu.GPUDevice,
+        *,
+        write: bool,
+        chunk: int,
+        limit: int,
+        lost_after: float = 10.0,
+    ) -> None:
         import wgpu
 
         self._device = device
         self._write = write
         self.chunk = chunk
         self.limit = limit
+        self._lost_after = lost_after
         mode_usage = wgpu.BufferUsage.MAP_WRITE if write else wgpu.BufferUsage.MAP_READ
         copy_usage = wgpu.BufferUsage.COPY_SRC if write else wgpu.BufferUsage.COPY_DST
         self._usage = mode_usage | copy_usage
-        self._mode = wgpu.MapMode.WRITE if write else wgpu.MapMode.READ
-        self._idle: deque[tuple[wgpu.GPUBuffer, object]] = deque()
+        self._idle: deque[tuple[wgpu.GPUBuffer, MapRequest | None]] = deque()
         self._count = 0
         self._lock = threading.Condition()
         self._closed = False
@@ -212,16 +238,18 @@ class StagingPool:
     def acquire(self) -> wgpu.GPUBuffer:
         """A staging buffer, mapped for writing (upload pools) or unmapped (download pools).
 
-        Blocks while ``limit`` buffers are handed out.
+        Blocks while ``limit`` buffers are handed out. Raises
+        :class:`~tensorferry.DeviceLostError` when the device is lost, a wgpu
+        error when a buffer cannot be made.
         """
         with self._lock:
             while not self._idle and self._count >= self.limit:
                 self._lock.wait()
             if self._idle:
-                buffer, promise = self._idle.popleft()
+                buffer, request = self._idle.popleft()
             else:
                 self._count += 1
-                buffer, promise = None, None
+                buffer, request = None, None
         if buffer is None:
             try:
                 return self._device.create_buffer(
@@ -230,9 +258,9 @@ class StagingPool:
             except BaseException:
                 self._forget()
                 raise
-        if promise is not None:
+        if request is not None:
             try:
-                promise.sync_wait()  # type: ignore[attr-defined]
+                request.wait(self._device, lost_after=self._lost_after)
             except BaseException:
                 self.discard(buffer)
                 raise
@@ -240,20 +268,24 @@ class StagingPool:
 
     def give_back(self, buffer: wgpu.GPUBuffer) -> None:
         """Return a buffer whose GPU work has been submitted (upload) or that is unmapped."""
-        promise = None
+        request = None
         if self._write and not self._closed:
-            promise = buffer.map_async(self._mode)
+            try:
+                request = request_map(buffer, MAP_WRITE, 0, self.chunk)
+            except Exception:
+                self.discard(buffer)  # a failed map leaves the buffer unusable
+                return
         with self._lock:
             if self._closed:
                 self._count -= 1
-                buffer.destroy()
+                destroy(buffer)
             else:
-                self._idle.append((buffer, promise))
+                self._idle.append((buffer, request))
             self._lock.notify()
 
     def discard(self, buffer: wgpu.GPUBuffer) -> None:
         """Drop a buffer whose state is unknown (after an error); never reuse it."""
-        buffer.destroy()
+        destroy(buffer)
         self._forget()
 
     def _forget(self) -> None:
@@ -268,9 +300,9 @@ class StagingPool:
             idle = list(self._idle)
             self._idle.clear()
             self._count -= len(idle)
-        for buffer, promise in idle:
-            if promise is not None:
+        for buffer, request in idle:
+            if request is not None:
                 # A failed map changes nothing: the buffer is destroyed either way.
                 with contextlib.suppress(Exception):
-                    promise.sync_wait()  # type: ignore[attr-defined]
-            buffer.destroy()
+                    request.wait(self._device, lost_after=self._lost_after)
+            destroy(buffer)

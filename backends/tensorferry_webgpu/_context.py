@@ -1,21 +1,22 @@
-"""Contexts: one wgpu device with its queue, buffer pools and staging, reference-counted."""
+"""Contexts: one wgpu device with its queue, buffer pools, staging and copy threads."""
 
 from __future__ import annotations
 
 import threading
 from typing import TYPE_CHECKING
 
-import attrs
-
 from tensorferry import ClosedError, Device, DeviceLostError, OutOfDeviceMemoryError
-from tensorferry_webgpu._buffers import BufferPool, CacheMode, PoolStats, StagingPool
-from tensorferry_webgpu._engine import WORKERS
+from tensorferry_webgpu._buffers import BufferPool, PoolStats, StagingPool
+from tensorferry_webgpu._copy_kernel import CopyKernel, kernel_copies_pay
+from tensorferry_webgpu._errors import translate
+from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._patch import BytePatcher
+from tensorferry_webgpu._threads import CopyThreads
 
 if TYPE_CHECKING:
     import wgpu
 
-__all__ = ["MAPPABLE", "Context", "ContextOptions", "wants_mapped_storage"]
+__all__ = ["MAPPABLE", "Context", "wants_mapped_storage"]
 
 MAPPABLE = "mappable-primary-buffers"
 """wgpu's native feature that lets buffers combine MAP_READ/MAP_WRITE with any usage."""
@@ -30,47 +31,14 @@ def wants_mapped_storage(options: ContextOptions, adapter: wgpu.GPUAdapter) -> b
     return str(adapter.info["adapter_type"]) in {"CPU", "IntegratedGPU"}
 
 
-@attrs.frozen
-class ContextOptions:
-    """Tuning of a context's memory: cache mode and cap of the device buffer pool,
-    size and count of staging chunks per direction, the largest lone upload
-    sent through ``queue.write_buffer`` instead of pooled staging (measured as
-    fast or faster up to 16 MiB on lavapipe and the H100), and whether tensor
-    buffers are host-mappable (``map_storage``).
-
-    ``map_storage=None`` (the default) maps tensor buffers directly on
-    unified-memory adapters (CPU adapters such as lavapipe, integrated GPUs)
-    that offer wgpu's ``mappable-primary-buffers`` feature: a large upload or
-    download there is one host copy instead of two. Discrete GPUs keep staging,
-    since mappable buffers would live in slower host-visible memory.
-    """
-
-    cache_mode: CacheMode = CacheMode.BUCKET
-    max_cached_bytes: int = 256 << 20
-    staging_chunk: int = attrs.field(default=16 << 20)
-    staging_chunks: int = attrs.field(default=max(4, WORKERS + 2))
-    small_upload: int = 16 << 20
-    map_storage: bool | None = None
-    direct_min: int = 1 << 20
-
-    @staging_chunk.validator
-    def _check_chunk(self, _attribute: object, value: int) -> None:
-        if value < 4096 or value % 4096:
-            raise ValueError(f"staging_chunk must be a positive multiple of 4096, got {value}")
-
-    @staging_chunks.validator
-    def _check_chunks(self, _attribute: object, value: int) -> None:
-        if value < 2:
-            raise ValueError(f"staging_chunks must be at least 2, got {value}")
-
-
 class Context:
     """One wgpu device (created for an adapter, or adopted from the caller) and
     everything tensorferry keeps for it.
 
     Reference-counted: :meth:`acquire` and :meth:`release` pair up, and the
     context closes when the count drops to zero (or when its backend closes).
-    ``lock`` serialises the batches submitted through it.
+    ``lock`` serialises the batches submitted through it; no wait under it can
+    last forever (a lost device ends every wait with :class:`DeviceLostError`).
     """
 
     def __init__(
@@ -101,19 +69,37 @@ class Context:
             usage,
             mode=options.cache_mode,
             max_cached_bytes=options.max_cached_bytes,
+            max_cached_buffers=options.max_cached_buffers,
             max_buffer_size=self.max_buffer_size,
         )
-        self.upload_staging = StagingPool(
-            gpu, write=True, chunk=options.staging_chunk, limit=options.staging_chunks
-        )
-        self.download_staging = StagingPool(
-            gpu, write=False, chunk=options.staging_chunk, limit=options.staging_chunks
+        self.upload_staging, self.download_staging = (
+            StagingPool(
+                gpu,
+                write=write,
+                chunk=options.staging_chunk,
+                limit=options.staging_chunks,
+                lost_after=options.lost_after,
+            )
+            for write in (True, False)
         )
         self.patcher = BytePatcher(gpu)
+        self._copy_kernel: CopyKernel | None = None
+        self.kernel_copies = (
+            kernel_copies_pay(str(device.property("adapter_type")))
+            if options.kernel_copies is None
+            else options.kernel_copies
+        )
+        self.threads = CopyThreads(options.copy_threads)
         self._refs = 0
         self._state_lock = threading.Lock()
         self.closed = False
         self.lost = False
+
+    def copy_kernel(self) -> CopyKernel:
+        """The device's copy kernel, built on first use (callers hold ``lock``)."""
+        if self._copy_kernel is None:
+            self._copy_kernel = CopyKernel(self.gpu)
+        return self._copy_kernel
 
     # lifetime ---------------------------------------------------------------
 
@@ -141,9 +127,9 @@ class Context:
         return self._refs
 
     def close(self) -> None:
-        """Release pools and staging; destroy tensorferry's own buffers. The wgpu
-        device itself is left to the garbage collector (destroying it logs a
-        device-lost message), and an adopted device stays the caller's."""
+        """Release pools, staging and copy threads; destroy tensorferry's own buffers.
+        The wgpu device itself is left to the garbage collector (destroying it logs
+        a device-lost message), and an adopted device stays the caller's."""
         with self._state_lock:
             if self.closed:
                 return
@@ -153,6 +139,7 @@ class Context:
             self.upload_staging.close()
             self.download_staging.close()
             self.pool.close()
+            self.threads.close()
 
     def check_usable(self) -> None:
         """Raise :class:`ClosedError` or :class:`DeviceLostError` unless usable."""
@@ -164,15 +151,13 @@ class Context:
         if self.closed:
             raise ClosedError(f"the WebGPU context of {self.device} is closed")
 
-    def translate(self, exc: Exception) -> Exception:
-        """Map a wgpu error to tensorferry's: a lost device marks the context lost."""
-        text = str(exc).lower()
-        if "lost" in text or ("destroyed" in text and "device" in text):
+    def failure(self, exc: BaseException, *, allocating: bool = False) -> BaseException:
+        """The error to raise for ``exc`` (see :func:`~tensorferry_webgpu._errors.translate`);
+        a lost device marks the context lost, so the next use gets a fresh one."""
+        error = translate(exc, self.device, self.gpu, allocating=allocating)
+        if isinstance(error, DeviceLostError):
             self.lost = True
-            return DeviceLostError(f"the WebGPU device behind {self.device} was lost: {exc}")
-        if "memory" in text:
-            return OutOfDeviceMemoryError(f"{self.device} is out of memory: {exc}")
-        return exc
+        return error
 
     # memory -----------------------------------------------------------------
 
@@ -180,20 +165,20 @@ class Context:
         """A pooled storage buffer of at least ``nbytes`` bytes.
 
         Raises :class:`OutOfDeviceMemoryError` when ``nbytes`` exceeds the
-        device's maximum buffer size or the device runs out of memory, and
-        :class:`DeviceLostError` for a lost device.
+        device's largest buffer (rounded down to whole 4-byte words) or the
+        device runs out of memory, and :class:`DeviceLostError` for a lost device.
         """
         self.check_usable()
-        size = self.pool.capacity_for(nbytes)
-        if size > self.max_buffer_size:
+        if nbytes > self.pool.largest:
             raise OutOfDeviceMemoryError(
-                f"cannot allocate {nbytes} bytes on {self.device}: its largest buffer is "
-                f"{self.max_buffer_size} bytes"
+                f"cannot allocate {nbytes} bytes on {self.device}: its largest buffer holds "
+                f"{self.pool.largest} bytes (the limit {self.max_buffer_size}, in whole "
+                "4-byte words)"
             )
         try:
             return self.pool.acquire(nbytes)
         except Exception as exc:
-            raise self.translate(exc) from exc
+            raise self.failure(exc, allocating=True) from exc
 
     def pool_stats(self) -> PoolStats:
         """Counters of the device buffer pool."""

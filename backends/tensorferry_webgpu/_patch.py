@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import wgpu
 
-__all__ = ["BytePatcher"]
+__all__ = ["MAX_INLINE", "BytePatcher"]
 
 _SHADER = """
 @group(0) @binding(0) var<storage, read_write> dst: array<u32>;
@@ -54,7 +54,8 @@ _GROUPS_X = 65535
 _WORDS_PER_ROW = _WORKGROUP * _GROUPS_X  # 4194240, as in the shader
 _SLOT = 256  # bytes per op slot in the parameter buffer
 _DATA = 128  # offset of inline source bytes within a slot
-_MAX_INLINE = _SLOT - _DATA
+MAX_INLINE = _SLOT - _DATA
+"""The most host bytes :meth:`BytePatcher.write_inline` carries."""
 
 
 def _down(value: int, align: int) -> int:
@@ -103,7 +104,7 @@ class BytePatcher:
             usage = self._wgpu.BufferUsage.STORAGE | self._wgpu.BufferUsage.COPY_DST
             self._params = self._device.create_buffer(size=size, usage=usage)
         blob = struct.pack(f"<{len(params)}I", *(v & 0xFFFFFFFF for v in params))
-        self._slots.append(blob.ljust(_DATA, b"\0") + data.ljust(_MAX_INLINE, b"\0"))
+        self._slots.append(blob.ljust(_DATA, b"\0") + data.ljust(MAX_INLINE, b"\0"))
         return self._params, (len(self._slots) - 1) * _SLOT
 
     def discard(self) -> None:
@@ -142,10 +143,23 @@ class BytePatcher:
     ) -> None:
         """Write host bytes (at most 128) byte-exact at ``dst_offset``: ``data``
         itself, or ``data`` repeated over ``count`` bytes (a fill)."""
-        if not 0 < len(data) <= _MAX_INLINE:
-            raise ValueError(f"inline data holds 1 to {_MAX_INLINE} bytes, got {len(data)}")
+        if not 0 < len(data) <= MAX_INLINE:
+            raise ValueError(f"inline data holds 1 to {MAX_INLINE} bytes, got {len(data)}")
         total = len(data) if count is None else count
         self._encode(encoder, dst, dst_offset, total, None, 0, len(data), data)
+
+    def repeat(
+        self,
+        encoder: wgpu.GPUCommandEncoder,
+        dst: wgpu.GPUBuffer,
+        dst_offset: int,
+        count: int,
+        src: wgpu.GPUBuffer,
+        period: int,
+    ) -> None:
+        """Write ``src``'s first ``period`` bytes repeated over ``count`` bytes at
+        ``dst_offset``, byte-exact (a fill whose pattern is too long to go inline)."""
+        self._encode(encoder, dst, dst_offset, count, src, 0, period, b"")
 
     def _encode(
         self,
@@ -172,8 +186,11 @@ class BytePatcher:
                 src_base = _DATA
                 src_window: tuple[int, int] | None = None
             else:
-                lo = max(src_offset, src_offset + first * 4 - dst_offset)
-                hi = min(src_offset + count, src_offset + last * 4 - dst_offset)
+                if period == count:  # a copy: bind the part of the source this window reads
+                    lo = max(src_offset, src_offset + first * 4 - dst_offset)
+                    hi = min(src_offset + count, src_offset + last * 4 - dst_offset)
+                else:  # a repeated pattern: every window reads all of it
+                    lo, hi = src_offset, src_offset + period
                 s_start = _down(lo, self._align)
                 s_end = min(src.size, (hi + 3) & ~3)
                 src_window = (s_start, max(4, s_end - s_start))

@@ -6,16 +6,14 @@ import weakref
 from typing import TYPE_CHECKING
 
 from tensorferry import Device
+from tensorferry_webgpu._native import MAP_USAGE
 
 if TYPE_CHECKING:
     import wgpu
 
     from tensorferry_webgpu._context import Context
 
-__all__ = ["MAP_USAGE", "WebGPUStorage"]
-
-MAP_USAGE = 0x0001 | 0x0002
-"""``wgpu.BufferUsage.MAP_READ | MAP_WRITE``, as a plain int (wgpu is imported lazily)."""
+__all__ = ["WebGPUStorage"]
 
 
 class WebGPUStorage:

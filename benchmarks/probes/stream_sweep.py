@@ -16,16 +16,18 @@ from _median import median_seconds
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
-from tensorferry_webgpu import _engine
 
 SIZE = 256 << 20
 
 
 def measure(threads: int, chunk_mib: int, ahead: int, data: np.ndarray) -> tuple[float, float]:
     """Download and upload GB/s with these settings."""
-    # Module settings of the engine: private on purpose, set here for the sweep only.
-    _engine.WORKERS, _engine.AHEAD, _engine._pool = threads, ahead, None
-    options = tw.ContextOptions(staging_chunk=chunk_mib << 20, staging_chunks=threads + 2)
+    options = tw.ContextOptions(
+        copy_threads=threads,
+        staging_chunk=chunk_mib << 20,
+        staging_chunks=threads + 2,
+        downloads_ahead=ahead,
+    )
     with tf.Environment(backends=[]) as env:
         env.register_backend("webgpu", tw.WebGPUBackend(options))
         device = env.device("webgpu")

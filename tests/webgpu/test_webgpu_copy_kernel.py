@@ -3,6 +3,7 @@ binding windows, and refusals for what it cannot do."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -74,3 +75,47 @@ def test_refuses_unaligned_ranges_and_one_buffer(gpu: Any) -> None:
 def test_kernel_copies_pay_only_on_gpus() -> None:
     assert kernel_copies_pay("DiscreteGPU")
     assert not kernel_copies_pay("CPU")
+
+
+@pytest.mark.parametrize(
+    ("src_at", "dst_at", "nbytes"),
+    [(0, 0, 4096), (4, 4, 4096 - 8), (12, 28, 3000), (8, 4, 2048), (1, 5, 999), (16, 16, 8)],
+)
+def test_device_copies_through_the_kernel_are_exact(
+    make_env: Callable[..., tf.Environment],
+    monkeypatch: pytest.MonkeyPatch,
+    webgpu_index: int,
+    src_at: int,
+    dst_at: int,
+    nbytes: int,
+) -> None:
+    """With kernel copies on, a device copy runs the kernel over the 16-byte-aligned
+    middle and the copy command (or the patch kernel) over the edges: every byte of
+    the destination view changes and none outside it."""
+    env = make_env(tw.ContextOptions(kernel_copies=True, kernel_copy_min=16))
+    device = env.device(f"webgpu:{webgpu_index}")
+    encoded: list[int] = []
+    real = CopyKernel.encode
+
+    def spy(self: CopyKernel, encoder: Any, *args: Any) -> None:
+        encoded.append(args[-1])
+        real(self, encoder, *args)
+
+    monkeypatch.setattr(CopyKernel, "encode", spy)
+    size = 8192
+    data = np.random.default_rng(nbytes).integers(0, 256, size, dtype=np.uint8)
+    src = env.from_numpy(data, device)
+    dst = env.from_numpy(np.full(size, 0x5A, np.uint8), device)
+    env.copy_tensor(src[src_at : src_at + nbytes], dst[dst_at : dst_at + nbytes])
+    expected = np.full(size, 0x5A, np.uint8)
+    expected[dst_at : dst_at + nbytes] = data[src_at : src_at + nbytes]
+    np.testing.assert_array_equal(dst.numpy(), expected)
+    aligned = (src_at - dst_at) % WORD == 0 and not (src_at | dst_at | nbytes) & 3
+    assert bool(encoded) == (aligned and nbytes - (-src_at % WORD) >= WORD), encoded
+
+
+def test_cpu_adapters_keep_the_copy_command(env: tf.Environment, device: tf.Device) -> None:
+    """Shaders run on the CPU there (about 5x slower than the copy command)."""
+    context = tw.backend_of(env).context(device)
+    expected = kernel_copies_pay(str(device.property("adapter_type")))
+    assert context.kernel_copies is expected

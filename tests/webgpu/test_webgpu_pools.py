@@ -17,6 +17,7 @@ import pytest
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
+from tensorferry_webgpu._buffers import BufferPool
 
 CacheMode = tw.CacheMode
 
@@ -337,3 +338,34 @@ def test_counters_stay_consistent_under_threads(
     assert final.live_bytes == 0
     assert final.misses <= 4 * len(sizes), "once warm, the pool serves every request"
     assert final.cached_buffers == final.misses, "every buffer made is back in the pool"
+
+
+def test_cached_buffer_count_respects_the_cap(
+    pool_env: Callable[..., tuple[tf.Environment, tf.Device]], destroyed_buffers: list[Any]
+) -> None:
+    """Many tiny freed tensors fit the byte cap easily; the count cap bounds the
+    buffer objects (and their host memory) the pool keeps."""
+    env, device = pool_env(CacheMode.BUCKET, max_cached_buffers=16)
+    tensors = [allocate(env, device, 8) for _ in range(200)]
+    buffers = [tw.buffer_of(t)[0] for t in tensors]
+    del tensors
+    gc.collect()
+    after = stats(env, device)
+    assert after.cached_buffers == 16
+    assert after.cached_bytes == 16 * buffers[0].size
+    assert sum(destroyed_any(destroyed_buffers, b) for b in buffers) == 200 - 16
+    assert tw.ContextOptions().max_cached_buffers > 0, "the default caps the count too"
+
+
+def test_largest_usable_size_is_whole_words(env: tf.Environment, device: tf.Device) -> None:
+    """Bucket rounding never takes a request that fits past the device's limit; a
+    request past the limit rounded down to whole 4-byte words is refused by name."""
+    context = tw.backend_of(env).context(device)
+    limit = context.max_buffer_size
+    for mode in CacheMode:
+        pool = BufferPool(context.gpu, 0, mode=mode, max_buffer_size=limit)
+        assert pool.capacity_for(limit & ~3) == limit & ~3
+        assert pool.capacity_for((limit & ~3) - 5) <= limit & ~3
+    if limit % 4:
+        with pytest.raises(tf.OutOfDeviceMemoryError, match=str(limit & ~3)):
+            env.empty((limit,), np.uint8, device)

@@ -1,0 +1,84 @@
+"""Where a device copy gets encoded: bytes from one place in device memory to another.
+
+Whole 4-byte words go through ``copy_buffer_to_buffer`` or, for large copies
+on GPUs, the 16-byte-word copy kernel (:mod:`._copy_kernel`); ragged edges and
+misaligned ranges through the patch kernel, byte-exact. WebGPU refuses one
+buffer as both source and destination, so a copy within one buffer first
+snapshots the source range into a scratch buffer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tensorferry_webgpu._copy_kernel import WORD
+from tensorferry_webgpu._native import down4, up4
+
+if TYPE_CHECKING:
+    import wgpu
+
+    from tensorferry_webgpu._context import Context
+    from tensorferry_webgpu._queue import Queue
+
+__all__ = ["DeviceCopier"]
+
+
+class DeviceCopier:
+    """Encodes device-to-device copies into the batch's queue."""
+
+    def __init__(self, context: Context, queue: Queue) -> None:
+        self._context = context
+        self._queue = queue
+
+    def copy(
+        self, src: wgpu.GPUBuffer, src_offset: int, dst: wgpu.GPUBuffer, dst_offset: int, n: int
+    ) -> None:
+        """Copy ``n`` bytes between two places in device memory (overlap allowed)."""
+        queue = self._queue
+        if src is not dst and not (src_offset | dst_offset | n) & 3:
+            if n:
+                self._words(src, src_offset, dst, dst_offset, n)
+            return
+        if n == 0:
+            return
+        if src is dst:
+            start, end = down4(src_offset), up4(src_offset + n)
+            snapshot = queue.scratch(end - start)
+            queue.encoder().copy_buffer_to_buffer(src, start, snapshot, 0, end - start)
+            src, src_offset = snapshot, src_offset - start
+        lo, hi = up4(dst_offset), down4(dst_offset + n)
+        if (src_offset - dst_offset) % 4 == 0 and hi > lo:
+            shift = src_offset - dst_offset
+            queue.encoder().copy_buffer_to_buffer(src, lo + shift, dst, lo, hi - lo)
+            if lo > dst_offset:
+                queue.patch_copy(dst, dst_offset, src, src_offset, lo - dst_offset)
+            if dst_offset + n > hi:
+                queue.patch_copy(dst, hi, src, hi + shift, dst_offset + n - hi)
+            return
+        queue.patch_copy(dst, dst_offset, src, src_offset, n)
+
+    def _words(
+        self, src: wgpu.GPUBuffer, src_offset: int, dst: wgpu.GPUBuffer, dst_offset: int, n: int
+    ) -> None:
+        """Copy whole 4-byte words between two distinct buffers: the copy command,
+        or the kernel for large copies where the context says it pays (its
+        16-byte words need both offsets equally aligned; the command does the rest)."""
+        context = self._context
+        encoder = self._queue.encoder()
+        head = -src_offset % WORD
+        if (
+            not context.kernel_copies
+            or n < context.options.kernel_copy_min
+            or (src_offset - dst_offset) % WORD
+        ):
+            encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, n)
+            return
+        body = (n - head) // WORD * WORD
+        if head:
+            encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, head)
+        kernel = context.copy_kernel()
+        kernel.encode(encoder, src, src_offset + head, dst, dst_offset + head, body)
+        tail = n - head - body
+        if tail:
+            at = head + body
+            encoder.copy_buffer_to_buffer(src, src_offset + at, dst, dst_offset + at, tail)

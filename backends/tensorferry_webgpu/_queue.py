@@ -1,0 +1,149 @@
+"""The batch's queue: one command encoder, submits, the byte-exact patch flush, and waits."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tensorferry_webgpu._native import MapRequest, request_map
+
+if TYPE_CHECKING:
+    import wgpu
+
+    from tensorferry_webgpu._context import Context
+
+__all__ = ["Queue"]
+
+
+class Queue:
+    """Records a batch's commands in one encoder and submits them in order.
+
+    Work reaches the device in the order it was recorded: ``write_buffer``
+    calls only while nothing is encoded (they land at the next submit, ahead
+    of its command buffer), everything else into :meth:`encoder`. Staging
+    chunks that the encoder copies from are *attached*: the queue unmaps them
+    before the submit that needs them and hands them back to the staging pool
+    after it. :attr:`epoch` counts submits, so a stager can tell whether its
+    copies have been submitted (:meth:`submit_through`).
+    """
+
+    def __init__(self, context: Context) -> None:
+        self._context = context
+        self._gpu = context.gpu
+        self._queue = context.queue
+        self._encoder: wgpu.GPUCommandEncoder | None = None
+        self._pending_writes = False
+        self._attached: list[wgpu.GPUBuffer] = []
+        self._scratch: list[wgpu.GPUBuffer] = []
+        self.epoch = 0
+
+    @property
+    def idle(self) -> bool:
+        """True while nothing is recorded since the last submit."""
+        return self._encoder is None and not self._pending_writes
+
+    def encoder(self) -> wgpu.GPUCommandEncoder:
+        """The open command encoder (made on first use after a submit)."""
+        if self._encoder is None:
+            self._encoder = self._gpu.create_command_encoder()
+        return self._encoder
+
+    def write_buffer(self, buffer: wgpu.GPUBuffer, offset: int, data: object) -> None:
+        """``queue.write_buffer`` (4-byte aligned, non-empty); only while nothing is encoded,
+        so that the write keeps its place in the batch's order."""
+        assert self._encoder is None, "a write_buffer would overtake encoded commands"
+        self._queue.write_buffer(buffer, offset, data)
+        self._pending_writes = True
+
+    def write_fresh(self, buffer: wgpu.GPUBuffer, data: bytes) -> None:
+        """``queue.write_buffer`` of ``data`` (a multiple of 4 bytes) at the start of a
+        :meth:`scratch` buffer, at any time: no earlier command touches a fresh
+        buffer, so landing ahead of the encoded commands changes nothing."""
+        self._queue.write_buffer(buffer, 0, data)
+        self._pending_writes = True
+
+    def write_inline(
+        self, buffer: wgpu.GPUBuffer, offset: int, data: bytes, *, count: int | None = None
+    ) -> None:
+        """Write up to 128 host bytes at any byte offset, byte-exact (the patch kernel):
+        ``data`` itself, or ``data`` repeated over ``count`` bytes."""
+        self._context.patcher.write_inline(self.encoder(), buffer, offset, data, count=count)
+
+    def patch_copy(
+        self, dst: wgpu.GPUBuffer, dst_offset: int, src: wgpu.GPUBuffer, src_offset: int, n: int
+    ) -> None:
+        """Copy ``n`` bytes between two distinct buffers at any byte offsets, byte-exact."""
+        self._context.patcher.copy(self.encoder(), dst, dst_offset, src, src_offset, n)
+
+    def patch_repeat(
+        self, dst: wgpu.GPUBuffer, offset: int, count: int, src: wgpu.GPUBuffer, period: int
+    ) -> None:
+        """Repeat ``src``'s first ``period`` bytes over ``count`` bytes at ``offset``."""
+        self._context.patcher.repeat(self.encoder(), dst, offset, count, src, period)
+
+    def scratch(self, nbytes: int) -> wgpu.GPUBuffer:
+        """A pooled device buffer of at least ``nbytes`` for this batch, given back to
+        the pool by :meth:`release_scratch` (queue order keeps later users safe)."""
+        buffer = self._context.pool.acquire(nbytes)
+        self._scratch.append(buffer)
+        return buffer
+
+    def release_scratch(self) -> None:
+        """Give the batch's scratch buffers back to the pool."""
+        scratch, self._scratch = self._scratch, []
+        for buffer in scratch:
+            self._context.pool.release(buffer)
+
+    def attach(self, chunk: wgpu.GPUBuffer) -> None:
+        """Take a mapped upload staging chunk that encoded copies read from: unmapped
+        before the next submit, given back to the upload staging pool after it."""
+        self._attached.append(chunk)
+
+    def submit(self) -> None:
+        """Submit what is recorded, without waiting for it."""
+        context = self._context
+        attached, self._attached = self._attached, []
+        try:
+            for chunk in attached:
+                chunk.unmap()  # submitting work on a mapped buffer aborts the process
+            context.patcher.flush()
+            if self._encoder is not None:
+                encoder, self._encoder = self._encoder, None
+                self._queue.submit([encoder.finish()])
+            elif self._pending_writes:
+                self._queue.submit([])
+        except BaseException:
+            for chunk in attached:
+                context.upload_staging.discard(chunk)
+            raise
+        finally:
+            self._pending_writes = False
+            self.epoch += 1
+        for chunk in attached:
+            context.upload_staging.give_back(chunk)
+
+    def submit_through(self, epoch: int) -> None:
+        """Make sure what was recorded during ``epoch`` is submitted."""
+        if epoch >= self.epoch:
+            self.submit()
+
+    def map(self, buffer: wgpu.GPUBuffer, mode: int, offset: int, size: int) -> None:
+        """Submit, then map ``size`` bytes at ``offset`` of ``buffer`` and wait for it
+        (a blocking poll on this thread; the map waits for every submitted command
+        that uses the buffer)."""
+        self.submit()
+        self.wait(request_map(buffer, mode, offset, size))
+
+    def wait(self, request: MapRequest) -> None:
+        """Wait for a map requested earlier."""
+        request.wait(self._gpu, lost_after=self._context.options.lost_after)
+
+    def abandon(self) -> None:
+        """Drop what is recorded and not submitted, after an error: attached chunks
+        are discarded, since their state is unknown."""
+        self._encoder = None
+        self._pending_writes = False
+        self._context.patcher.discard()
+        attached, self._attached = self._attached, []
+        for chunk in attached:
+            self._context.upload_staging.discard(chunk)
+        self.release_scratch()
