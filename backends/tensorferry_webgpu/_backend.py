@@ -10,6 +10,7 @@ from tensorferry import (
     ClosedError,
     Device,
     DeviceLostError,
+    Storage,
     Tensor,
     UnknownDeviceError,
 )
@@ -24,6 +25,7 @@ from tensorferry_webgpu._buffers import PoolStats, StagingStats
 from tensorferry_webgpu._context import MAPPABLE, Context, wants_mapped_storage
 from tensorferry_webgpu._native import device_of
 from tensorferry_webgpu._options import ContextOptions
+from tensorferry_webgpu._raw import read_raw, write_raw
 from tensorferry_webgpu._storage import WebGPUStorage
 from tensorferry_webgpu._transfer import WebGPUDataTransfer
 
@@ -95,6 +97,24 @@ class WebGPUBackend:
             context = self.context(device)
             buffer = context.allocate(nbytes)
         return WebGPUStorage(context, buffer, nbytes)
+
+    def read_raw(self, storage: Storage, offset: int, nbytes: int) -> bytes:
+        """Bytes of ``storage`` read with plain wgpu-py calls, bypassing the transfer
+        (the suite's raw-access capability); raises as :func:`._raw.read_raw`."""
+        return read_raw(storage, offset, nbytes)
+
+    def write_raw(self, storage: Storage, offset: int, data: bytes) -> None:
+        """Bytes written into ``storage`` with plain wgpu-py calls, bypassing the
+        transfer; raises as :func:`._raw.write_raw`."""
+        write_raw(storage, offset, data)
+
+    def bytes_in_use(self, device: Device) -> int:
+        """Bytes that live tensors' pooled storage holds on ``device`` (the suite's
+        memory-usage capability); raises ``LookupError`` for a foreign device."""
+        if not self.owns(device):
+            raise UnknownDeviceError(f"{device} is not a device of this webgpu backend")
+        context = self._contexts.get(device.index)
+        return 0 if context is None else context.live_bytes
 
     def data_transfers(self) -> list[WebGPUDataTransfer]:
         """The one WebGPU transfer."""

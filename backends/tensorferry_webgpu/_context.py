@@ -91,9 +91,20 @@ class Context:
         )
         self.threads = CopyThreads(options.copy_threads)
         self._refs = 0
+        self._live_bytes = 0
         self._state_lock = threading.Lock()
         self.closed = False
         self.lost = False
+
+    def count_live(self, delta: int) -> None:
+        """Add ``delta`` to the bytes held by live pooled storage (negative when freed)."""
+        with self._state_lock:
+            self._live_bytes += delta
+
+    @property
+    def live_bytes(self) -> int:
+        """Bytes of pooled storage that tensors still hold (idle pooled buffers excluded)."""
+        return self._live_bytes
 
     def copy_kernel(self) -> CopyKernel:
         """The device's copy kernel, built on first use (callers hold ``lock``)."""
