@@ -18,7 +18,7 @@ import nox
 
 nox.needs_version = ">=2024.4.15"
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "typecheck", "tests", "toy", "docs"]
+nox.options.sessions = ["lint", "typecheck", "tests", "toy", "mutants", "docs"]
 
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
@@ -87,6 +87,92 @@ def toy(session: nox.Session) -> None:
     session.install(".", "./tests/toy_backend", *_group("test"))
     session.run(
         "python", "-m", "pytest", "--pyargs", "tensorferry.conformance", "--tensorferry-backend=toy"
+    )
+
+
+SUITE = ("python", "-m", "pytest", "-p", "no:cacheprovider", "--pyargs")
+EXTRA_BACKENDS = ["cpu", "toy", "webgpu"]
+
+
+def _install_for(session: nox.Session, backend: str) -> None:
+    session.install(".[webgpu]" if backend == "webgpu" else ".", *_group("test"))
+    if backend == "toy":
+        session.install("./tests/toy_backend")
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """Each bug TENSORFERRY_TOY_MUTANT plants in the toy backend fails the shipped suite.
+
+    One child pytest per mutant (exit status 1 required: tests failed, nothing
+    else); the log names the first test that caught each.
+    """
+    session.install(".", "./tests/toy_backend", *_group("test"))
+    listing = session.run(
+        "python", "-c", "import tensorferry_toy as t; print(*t.MUTANTS)", silent=True
+    )
+    names = str(listing).split()
+    caught: dict[str, str] = {}
+    for name in names:
+        output = session.run(
+            *SUITE,
+            "tensorferry.conformance",
+            "--tensorferry-backend=toy",
+            "-x",
+            "-q",
+            # the property-based tests catch mutants too, but shrink for minutes first
+            "-k",
+            "not test_random_programs_match_numpy",
+            env={"TENSORFERRY_TOY_MUTANT": name},
+            success_codes=[1],
+            silent=True,
+        )
+        failed = [line for line in str(output).splitlines() if line.startswith("FAILED")]
+        caught[name] = failed[0] if failed else "(exit status 1)"
+    for name, line in caught.items():
+        session.log(f"mutant {name!r} caught: {line}")
+
+
+@nox.session
+@nox.parametrize("backend", EXTRA_BACKENDS)
+def fuzz(session: nox.Session, backend: str) -> None:
+    """The property-based tests with 10,000 examples per device (override: -- N)."""
+    _install_for(session, backend)
+    examples = session.posargs[0] if session.posargs else "10000"
+    session.run(
+        *SUITE,
+        "tensorferry.conformance.test_fuzz",
+        f"--tensorferry-backend={backend}",
+        f"--tensorferry-fuzz-examples={examples}",
+    )
+
+
+@nox.session
+@nox.parametrize("backend", EXTRA_BACKENDS)
+def soak(session: nox.Session, backend: str) -> None:
+    """100 environment cycles and 100,000 mixed copies with flat resident memory."""
+    _install_for(session, backend)
+    session.run(
+        *SUITE,
+        "tensorferry.conformance.test_soak",
+        f"--tensorferry-backend={backend}",
+        "--tensorferry-soak",
+    )
+
+
+@nox.session
+@nox.parametrize("backend", EXTRA_BACKENDS)
+def exits(session: nox.Session, backend: str) -> None:
+    """Each interpreter-exit scenario in 100 child interpreters (override: -- N)."""
+    _install_for(session, backend)
+    runs = session.posargs[0] if session.posargs else "100"
+    session.run(
+        *SUITE,
+        "tensorferry.conformance.test_lifetime",
+        "-k",
+        "test_interpreter_exit_is_clean",
+        f"--tensorferry-backend={backend}",
+        f"--tensorferry-exit-runs={runs}",
     )
 
 

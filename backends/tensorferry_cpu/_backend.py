@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
 
-from tensorferry import HOST, ClosedError, CopyPair, Device, HostStorage, Tensor, UnknownDeviceError
+from tensorferry import (
+    HOST,
+    ClosedError,
+    CopyPair,
+    Device,
+    HostStorage,
+    Storage,
+    Tensor,
+    UnknownDeviceError,
+)
 
 __all__ = ["CpuBackend", "CpuDataTransfer", "create_backend"]
 
@@ -45,24 +56,52 @@ class CpuDataTransfer:
 
 
 class CpuBackend:
-    """Host memory as a backend: one device, :data:`tensorferry.HOST`."""
+    """Host memory as a backend: one device, :data:`tensorferry.HOST`.
+
+    Implements the optional capabilities :class:`tensorferry.Filler`,
+    :class:`tensorferry.RawAccess` and :class:`tensorferry.MemoryUsage`.
+    """
 
     name = "cpu"
 
     def __init__(self) -> None:
         self._transfer = CpuDataTransfer()
+        self._lock = threading.Lock()
+        self._live: weakref.WeakSet[HostStorage] = weakref.WeakSet()
 
     def devices(self) -> list[Device]:
         """The host device alone."""
         return [HOST]
 
     def allocate(self, device: Device, nbytes: int) -> HostStorage:
-        """Fresh host memory; raises UnknownDeviceError for a device other than the host."""
+        """Fresh host memory of ``nbytes`` bytes.
+
+        Raises UnknownDeviceError for a device other than the host, ValueError for
+        a negative size, OutOfDeviceMemoryError (a MemoryError) when it does not fit.
+        """
         if not device.is_host:
             raise UnknownDeviceError(
                 f"the cpu backend allocates host memory only, got device {device}"
             )
-        return HostStorage.allocate(nbytes)
+        storage = HostStorage.allocate(nbytes)
+        with self._lock:
+            self._live.add(storage)
+        return storage
+
+    def bytes_in_use(self, device: Device) -> int:
+        """Bytes of host storage this backend allocated that is still alive."""
+        if not device.is_host:
+            raise UnknownDeviceError(f"the cpu backend owns host memory only, got {device}")
+        with self._lock:
+            return sum(storage.nbytes for storage in self._live)
+
+    def read_raw(self, storage: Storage, offset: int, nbytes: int) -> bytes:
+        """Bytes of host storage, read with numpy; ValueError outside the storage."""
+        return bytes(_raw_range(storage, offset, nbytes))
+
+    def write_raw(self, storage: Storage, offset: int, data: bytes) -> None:
+        """Write bytes into host storage with numpy; ValueError outside the storage."""
+        _raw_range(storage, offset, len(data))[:] = np.frombuffer(data, np.uint8)
 
     def data_transfers(self) -> list[CpuDataTransfer]:
         """The host -> host transfer."""
@@ -76,6 +115,16 @@ class CpuBackend:
     def close(self) -> None:
         """Close the transfer; host memory is released by the garbage collector."""
         self._transfer.close()
+
+
+def _raw_range(storage: Storage, offset: int, nbytes: int) -> np.ndarray:
+    if not isinstance(storage, HostStorage):
+        raise TypeError(f"the cpu backend reads host storage only, got {type(storage).__name__}")
+    if offset < 0 or nbytes < 0 or offset + nbytes > storage.nbytes:
+        raise ValueError(
+            f"bytes {offset}..{offset + nbytes} are outside storage of {storage.nbytes} bytes"
+        )
+    return storage.array[offset : offset + nbytes]
 
 
 def create_backend() -> CpuBackend:

@@ -12,9 +12,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tensorferry.backend import Backend, BackendFactory, Filler
+    from tensorferry.backend import Backend, BackendFactory, Filler, MemoryUsage, RawAccess
     from tensorferry.device import HOST, Device, DeviceType, MemoryKind, PropertyValue
-    from tensorferry.environment import ENTRY_POINT_GROUP, Environment
+    from tensorferry.environment import Environment
     from tensorferry.errors import (
         BackendUnavailableError,
         ClosedError,
@@ -28,8 +28,10 @@ if TYPE_CHECKING:
         UnknownDeviceError,
         UnsupportedDtypeError,
     )
+    from tensorferry.handle import CopyHandle
     from tensorferry.manager import DataTransferManager
     from tensorferry.policy import DevicePolicy, DevicePolicyDelegate
+    from tensorferry.registry import ENTRY_POINT_GROUP
     from tensorferry.storage import HostStorage, Storage
     from tensorferry.tensor import Tensor
     from tensorferry.transfer import (
@@ -54,12 +56,14 @@ _HOMES = {
     "Backend": "backend",
     "BackendFactory": "backend",
     "Filler": "backend",
+    "MemoryUsage": "backend",
+    "RawAccess": "backend",
     "HOST": "device",
     "Device": "device",
     "DeviceType": "device",
     "MemoryKind": "device",
     "PropertyValue": "device",
-    "ENTRY_POINT_GROUP": "environment",
+    "ENTRY_POINT_GROUP": "registry",
     "Environment": "environment",
     "BackendUnavailableError": "errors",
     "ClosedError": "errors",
@@ -72,6 +76,7 @@ _HOMES = {
     "TensorferryError": "errors",
     "UnknownDeviceError": "errors",
     "UnsupportedDtypeError": "errors",
+    "CopyHandle": "handle",
     "DataTransferManager": "manager",
     "DevicePolicy": "policy",
     "DevicePolicyDelegate": "policy",
@@ -108,6 +113,7 @@ __all__ = [
     "BackendUnavailableError",
     "ClosedError",
     "CompletedTransfer",
+    "CopyHandle",
     "CopyPair",
     "DataTransferManager",
     "Device",
@@ -123,9 +129,11 @@ __all__ = [
     "IncompatibleTensorsError",
     "InvalidArrayError",
     "MemoryKind",
+    "MemoryUsage",
     "NoTransferError",
     "OutOfDeviceMemoryError",
     "PropertyValue",
+    "RawAccess",
     "Storage",
     "Tensor",
     "TensorferryError",

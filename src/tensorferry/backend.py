@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from tensorferry.tensor import Tensor
     from tensorferry.transfer import IDataTransfer
 
-__all__ = ["Backend", "BackendFactory", "Filler"]
+__all__ = ["Backend", "BackendFactory", "Filler", "MemoryUsage", "RawAccess"]
 
 
 @runtime_checkable
@@ -32,15 +32,21 @@ class Backend(Protocol):
 
     * ``devices()`` lists the backend's devices best first (index ``i`` is
       ``"name:i"``); every device's ``backend`` is the backend's name.
-    * ``allocate(device, nbytes)`` returns fresh storage on one of those devices;
-      it raises ``MemoryError`` (:class:`~tensorferry.errors.OutOfDeviceMemoryError`)
-      when the device cannot hold it, and ``LookupError``
-      (:class:`~tensorferry.errors.UnknownDeviceError`) for a device it does not own.
+    * ``allocate(device, nbytes)`` returns fresh storage of exactly ``nbytes``
+      bytes (0 included) on one of those devices; it raises ``MemoryError``
+      (:class:`~tensorferry.errors.OutOfDeviceMemoryError`) when the device
+      cannot hold it, ``LookupError`` (:class:`~tensorferry.errors.UnknownDeviceError`)
+      for a device it does not own, ``ValueError`` for a negative size and
+      :class:`~tensorferry.errors.ClosedError` after ``close()``. Storage lives
+      until the garbage collector takes its last tensor, never shorter than a
+      copy that uses it.
     * ``data_transfers()`` returns the transfers to register, each claiming only
       pairs between the backend's own devices and host memory
       (:data:`tensorferry.HOST`).
-    * ``close()`` releases contexts and memory. The environment calls it after
-      closing the backend's transfers; it is idempotent.
+    * ``close()`` releases contexts and memory (every storage's ``closed``
+      turns true). The environment calls it after closing the backend's
+      transfers; it is idempotent (a second call returns quietly) and may run
+      while another thread is in the middle of a copy.
     """
 
     @property
@@ -71,6 +77,48 @@ class Filler(Protocol):
 
     def fill(self, tensor: Tensor, pattern: bytes) -> None:
         """Repeat ``pattern`` (one element's bytes) over every element of ``tensor``."""
+        ...
+
+
+@runtime_checkable
+class RawAccess(Protocol):
+    """Optional backend capability: the bytes of storage, read and written without
+    any :class:`~tensorferry.IDataTransfer`.
+
+    The conformance suite uses it to check device-side results independently of
+    the transfer under test (a bug symmetric in uploads and downloads passes a
+    round trip, not this). It may be slow; it is for tests, not for copies.
+    """
+
+    def read_raw(self, storage: Storage, offset: int, nbytes: int) -> bytes:
+        """The ``nbytes`` bytes of ``storage`` starting at byte ``offset``.
+
+        Raises ``ValueError`` for a range outside the storage and
+        :class:`~tensorferry.errors.ClosedError` for released storage.
+        """
+        ...
+
+    def write_raw(self, storage: Storage, offset: int, data: bytes) -> None:
+        """Write ``data`` into ``storage`` at byte ``offset``, touching nothing else.
+
+        Raises ``ValueError`` for a range outside the storage and
+        :class:`~tensorferry.errors.ClosedError` for released storage.
+        """
+        ...
+
+
+@runtime_checkable
+class MemoryUsage(Protocol):
+    """Optional backend capability: how much memory live storage holds on a device.
+
+    Counts the bytes of storage objects that are still alive (not caches a
+    backend keeps for reuse), so the suite can check that storage is released
+    once the last tensor over it is garbage collected.
+    """
+
+    def bytes_in_use(self, device: Device) -> int:
+        """Bytes held by live storage on ``device``; raises ``LookupError`` for a
+        device the backend does not own."""
         ...
 
 

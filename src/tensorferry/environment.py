@@ -6,16 +6,18 @@ import atexit
 import contextlib
 import logging
 import math
+import sys
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
-from importlib.metadata import EntryPoint, entry_points
 from types import TracebackType
 from typing import Self, SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
 
+from tensorferry._fill import element_bytes
+from tensorferry._spec import normalize_backend_name, parse_device_spec
 from tensorferry.backend import Backend, BackendFactory, Filler
 from tensorferry.device import HOST, Device, DeviceType
 from tensorferry.errors import (
@@ -23,8 +25,10 @@ from tensorferry.errors import (
     ClosedError,
     ForeignTensorError,
     InvalidArrayError,
+    OutOfDeviceMemoryError,
     UnknownDeviceError,
 )
+from tensorferry.handle import CopyHandle
 from tensorferry.manager import DataTransferManager
 from tensorferry.policy import (
     DevicePolicy,
@@ -34,17 +38,12 @@ from tensorferry.policy import (
     match_device,
     no_match_message,
 )
+from tensorferry.registry import ENTRY_POINT_GROUP, HOST_BACKEND, BackendRegistry
 from tensorferry.storage import HostStorage, Storage
 from tensorferry.tensor import Tensor, as_dtype, as_shape, check_out_array
-from tensorferry.transfer import IDataTransfer, TransferHandle
+from tensorferry.transfer import IDataTransfer
 
 __all__ = ["ENTRY_POINT_GROUP", "HOST_BACKEND", "Environment"]
-
-ENTRY_POINT_GROUP = "tensorferry.backends"
-"""The entry-point group backends register their factory under."""
-
-HOST_BACKEND = "cpu"
-"""The backend that owns :data:`tensorferry.HOST`; every environment loads it."""
 
 logger = logging.getLogger(__name__)
 
@@ -75,23 +74,9 @@ class Environment:
     def __init__(self, backends: Iterable[str] | None = None) -> None:
         self._lock = threading.RLock()
         self._closed = False
-        self._factories: dict[str, EntryPoint | BackendFactory] = {}
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            self._factories.setdefault(ep.name, ep)
-        if isinstance(backends, str):
-            backends = [backends]
-        allowed = None if backends is None else {b.lower() for b in backends} | {HOST_BACKEND}
-        if allowed is not None:
-            unknown = sorted(allowed - self._factories.keys())
-            if unknown:
-                raise UnknownDeviceError(
-                    f"no installed backend named {', '.join(map(repr, unknown))}; "
-                    f"installed backends: {sorted(self._factories)}"
-                )
-            self._factories = {k: v for k, v in self._factories.items() if k in allowed}
+        self._registry = BackendRegistry(backends)
         self._loaded: dict[str, Backend] = {}
         self._transfers: dict[str, tuple[IDataTransfer, ...]] = {}
-        self._errors: dict[str, str] = {}
         self._manager = DataTransferManager(owner=self)
         _live.add(self)
 
@@ -143,63 +128,29 @@ class Environment:
     @property
     def backend_names(self) -> list[str]:
         """Names of the backends this environment may load, host backend first."""
-        return sorted(self._factories, key=lambda n: (n != HOST_BACKEND, n))
+        return self._registry.names
 
     @property
     def backend_errors(self) -> dict[str, str]:
         """Why each backend that failed to load did so, by name."""
-        return dict(self._errors)
+        return self._registry.errors
 
     def backend(self, name: str) -> Backend:
         """The loaded backend ``name``, loading it on first use.
 
         Raises :class:`BackendUnavailableError` if it failed to load (the
         message says why and what to install), :class:`UnknownDeviceError` if no
-        backend has that name.
+        backend has that name, ``TypeError`` if ``name`` is not a string.
         """
         self._check_open()
-        name = name.lower()
+        name = normalize_backend_name(name)
         with self._lock:
-            if name in self._loaded:
-                return self._loaded[name]
-            if name in self._errors:
-                raise BackendUnavailableError(self._errors[name])
-            if name not in self._factories:
-                raise UnknownDeviceError(
-                    f"no backend named {name!r}; available backends: {self.backend_names}"
-                )
-            try:
-                backend = self._create(name, self._factories[name])
-            except Exception as exc:
-                self._errors[name] = f"backend {name!r} is unavailable: {exc}"
-                logger.warning("%s", self._errors[name])
-                raise BackendUnavailableError(self._errors[name]) from exc
+            loaded = self._loaded.get(name)
+            if loaded is not None:
+                return loaded
+            backend = self._registry.load(name)
             self._adopt(name, backend)
             return backend
-
-    @staticmethod
-    def _create(name: str, source: EntryPoint | BackendFactory) -> Backend:
-        factory: BackendFactory
-        if isinstance(source, EntryPoint):
-            try:
-                factory = source.load()
-            except ImportError as exc:
-                dist = source.dist.name if source.dist else "its distribution"
-                raise BackendUnavailableError(
-                    f"entry point {source.value!r} failed to import ({exc}); "
-                    f"reinstall {dist} with the extras it needs"
-                ) from exc
-        else:
-            factory = source
-        backend = factory()
-        if not isinstance(backend, Backend):
-            raise TypeError(
-                f"factory of backend {name!r} returned {type(backend).__name__}, "
-                "expected a tensorferry.Backend"
-            )
-        if backend.name != name:
-            raise ValueError(f"backend registered as {name!r} calls itself {backend.name!r}")
-        return backend
 
     def _adopt(self, name: str, backend: Backend) -> None:
         # Remember the very objects registered: data_transfers() may build new ones.
@@ -212,7 +163,7 @@ class Environment:
     def load_all(self) -> list[str]:
         """Load every backend that is not loaded yet; return the names that loaded."""
         for name in self.backend_names:
-            if name not in self._errors:
+            if not self._registry.failed(name):
                 with contextlib.suppress(BackendUnavailableError):
                     self.backend(name)
         return [n for n in self.backend_names if n in self._loaded]
@@ -224,15 +175,11 @@ class Environment:
         backend's own ``name`` differs, ``TypeError`` if a factory returns no Backend.
         """
         self._check_open()
-        name = name.lower()
+        name = normalize_backend_name(name)
         with self._lock:
             if name in self._loaded:
                 raise ValueError(f"a backend named {name!r} is loaded already")
-            instance = self._create(
-                name, (lambda: backend) if isinstance(backend, Backend) else backend
-            )
-            self._factories[name] = lambda: instance
-            self._errors.pop(name, None)
+            instance = self._registry.add(name, backend)
             self._adopt(name, instance)
             return instance
 
@@ -243,7 +190,7 @@ class Environment:
         if no loaded backend has that name.
         """
         self._check_open()
-        name = name.lower()
+        name = normalize_backend_name(name)
         with self._lock:
             if name not in self._loaded:
                 raise LookupError(
@@ -251,7 +198,7 @@ class Environment:
                 )
             backend = self._loaded.pop(name)
             transfers = self._transfers.pop(name)
-            self._factories.pop(name, None)
+            self._registry.remove(name)
         for transfer in transfers:
             if any(t is transfer for t in self._manager.data_transfers):
                 self._manager.unregister_data_transfer(transfer, wait=True)
@@ -286,34 +233,31 @@ class Environment:
         such device). Software adapters such as llvmpipe are devices of type
         CPU: ``"gpu"`` never means one.
 
-        Raises :class:`UnknownDeviceError` (a ``LookupError``) naming the
-        devices there are, or :class:`BackendUnavailableError` with the reason a
-        backend did not load.
+        An index is written in plain digits (no sign, no leading zeros), and an
+        indexed spec has no whitespace inside; surrounding whitespace and letter
+        case are ignored (see ``tensorferry._spec`` for the grammar). Raises
+        :class:`UnknownDeviceError` (a ``LookupError``) for a spec that does not
+        parse or names no device (the message lists the devices there are),
+        :class:`BackendUnavailableError` with the reason a backend did not load,
+        and ``TypeError`` for anything but a ``str`` or a ``Device``.
         """
         if isinstance(spec, Device):
             if spec in self.backend(spec.backend).devices():
                 return spec
             raise UnknownDeviceError(f"{spec} is not a device of this environment")
-        if not isinstance(spec, str):
-            raise TypeError(f"device spec must be a str or a Device, got {type(spec).__name__}")
-        name, _, index_text = spec.strip().lower().partition(":")
-        if name and name not in self._factories and not index_text.strip().isdigit():
+        parsed = parse_device_spec(spec)
+        if parsed.index is None and parsed.backend not in self.backend_names:
             return self._match_device(spec)
-        backend_devices = list(self.backend(name).devices())
-        if not index_text:
+        backend_devices = list(self.backend(parsed.backend).devices())
+        if parsed.index is None:
             if not backend_devices:
-                raise UnknownDeviceError(f"backend {name!r} has no devices")
+                raise UnknownDeviceError(f"backend {parsed.backend!r} has no devices")
             return backend_devices[0]
-        try:
-            index = int(index_text)
-        except ValueError:
-            raise UnknownDeviceError(
-                f"cannot parse device {spec!r}; expected 'backend' or 'backend:index'"
-            ) from None
-        match = [d for d in backend_devices if d.index == index]
+        match = [d for d in backend_devices if d.index == parsed.index]
         if not match:
             raise UnknownDeviceError(
-                f"no device {spec!r}; backend {name!r} has {[str(d) for d in backend_devices]}"
+                f"no device {spec!r}; backend {parsed.backend!r} has "
+                f"{[str(d) for d in backend_devices]}"
             )
         return match[0]
 
@@ -356,16 +300,30 @@ class Environment:
     ) -> Tensor:
         """An uninitialised tensor on ``device``.
 
-        Raises ``ValueError``/``TypeError`` for a bad shape,
+        Raises ``TypeError`` (not integers) or ``ValueError`` (negative, or more
+        elements than numpy can index) for a bad shape,
         :class:`UnsupportedDtypeError` for a dtype without fixed size,
-        ``MemoryError`` when the device cannot hold it, and the errors of
-        :meth:`device`.
+        :class:`OutOfDeviceMemoryError` (a ``MemoryError``) when the device
+        cannot hold it, whatever the backend, and the errors of :meth:`device`.
         """
         self._check_open()
         dims, kind = as_shape(shape), as_dtype(dtype)
         target = self.device(device)
         nbytes = math.prod(dims) * kind.itemsize
-        storage = self.backend(target.backend).allocate(target, nbytes)
+        if nbytes > sys.maxsize:
+            raise OutOfDeviceMemoryError(
+                f"a tensor of shape {dims} and dtype {kind} needs {nbytes} bytes, more than "
+                f"any device can address (at most {sys.maxsize})"
+            )
+        backend = self.backend(target.backend)
+        try:
+            storage = backend.allocate(target, nbytes)
+        except OutOfDeviceMemoryError:
+            raise
+        except MemoryError as exc:
+            raise OutOfDeviceMemoryError(
+                f"{target} cannot hold {nbytes} bytes (shape {dims}, dtype {kind}): {exc}"
+            ) from exc
         return Tensor(storage, dims, kind, 0, self)
 
     def zeros(
@@ -374,31 +332,34 @@ class Environment:
         dtype: npt.DTypeLike,
         device: str | Device = HOST_BACKEND,
     ) -> Tensor:
-        """A tensor of zeros on ``device``; raises as :meth:`empty`."""
+        """A tensor of zeros (every byte 0) on ``device``; raises as :meth:`empty`."""
         tensor = self.empty(shape, dtype, device)
-        self.fill(tensor, 0)
+        self._fill(tensor, bytes(tensor.dtype.itemsize))
         return tensor
 
     def fill(self, tensor: Tensor, value: object) -> None:
         """Set every element of ``tensor`` (or of a view) to ``value``.
 
-        Uses the backend's :class:`Filler` capability when it has one, else an
-        upload. Raises ``ValueError`` when ``value`` does not convert to the
-        tensor's dtype, and what :meth:`copy_tensor` raises for the destination.
+        One rule decides on every backend whether ``value`` fits the dtype: the
+        conversion may round floating-point precision but lose nothing else (no
+        overflow, no truncation, no strings for numbers; see the README). Uses
+        the backend's :class:`Filler` capability when it has one, else an
+        upload. Raises ``ValueError`` naming the value and dtype when the value
+        does not fit, before anything is written, and what :meth:`copy_tensor`
+        raises for the destination.
         """
         self._check_tensor(tensor, "tensor")
-        try:
-            element = np.array(value, dtype=tensor.dtype)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise ValueError(f"cannot convert {value!r} to {tensor.dtype}: {exc}") from None
-        if element.shape != ():
-            raise ValueError(f"fill takes a scalar value, got shape {element.shape}")
+        self._fill(tensor, element_bytes(value, tensor.dtype))
+
+    def _fill(self, tensor: Tensor, pattern: bytes) -> None:
         backend = self.backend(tensor.device.backend)
         if isinstance(backend, Filler) and tensor.writable:
-            backend.fill(tensor, element.tobytes())
-        else:
-            logger.debug("backend %r has no fill; uploading %r instead", backend.name, tensor)
-            self.copy_tensor(self._wrap(np.full(tensor.shape, element), writable=False), tensor)
+            backend.fill(tensor, pattern)
+            return
+        logger.debug("backend %r has no fill; uploading %r instead", backend.name, tensor)
+        element = np.frombuffer(pattern, np.uint8)
+        source = np.tile(element, tensor.size).view(tensor.dtype).reshape(tensor.shape)
+        self.copy_tensor(self._wrap(source, writable=False), tensor)
 
     def wrap_storage(
         self,
@@ -521,6 +482,8 @@ class Environment:
         """
         self._manager.copy_tensors(srcs, dsts)
 
-    def copy_tensors_async(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> TransferHandle:
-        """Start a batch and return a handle; see :meth:`DataTransferManager.copy_tensors_async`."""
+    def copy_tensors_async(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> CopyHandle:
+        """Start a batch and return a :class:`~tensorferry.CopyHandle` (``wait()``,
+        ``done()``, ``await``, ``add_done_callback``); see
+        :meth:`DataTransferManager.copy_tensors_async`."""
         return self._manager.copy_tensors_async(srcs, dsts)

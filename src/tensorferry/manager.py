@@ -10,6 +10,8 @@ or unregister transfers.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import threading
 from collections import defaultdict
@@ -26,11 +28,11 @@ from tensorferry.errors import (
     InvalidArrayError,
     NoTransferError,
 )
+from tensorferry.handle import CopyHandle
 from tensorferry.storage import HostStorage
 from tensorferry.tensor import Tensor, TensorOwner
 from tensorferry.transfer import (
     AsyncDataTransfer,
-    CompletedTransfer,
     CopyPair,
     IDataTransfer,
     TransferHandle,
@@ -53,6 +55,8 @@ class _Route:
 _Stage: TypeAlias = "list[tuple[IDataTransfer, list[CopyPair]]]"
 """Per-transfer groups whose pairs touch disjoint memory, so they may run in any order."""
 
+_Hops: TypeAlias = "tuple[IDataTransfer, ...]"
+
 
 class _Step(NamedTuple):
     transfer: IDataTransfer
@@ -60,18 +64,12 @@ class _Step(NamedTuple):
     dst: Tensor
 
 
-class _AllOf:
-    """A handle that waits for several handles, in order."""
+@attrs.frozen
+class _Plan:
+    """A validated batch: stages to run one after another, and the transfers they use."""
 
-    def __init__(self, handles: Sequence[TransferHandle]) -> None:
-        self._handles = tuple(handles)
-
-    def wait(self, timeout: float | None = None) -> None:
-        for handle in self._handles:
-            handle.wait(timeout)
-
-    def done(self) -> bool:
-        return all(handle.done() for handle in self._handles)
+    stages: list[_Stage]
+    transfers: tuple[IDataTransfer, ...]
 
 
 class DataTransferManager:
@@ -80,6 +78,12 @@ class DataTransferManager:
     ``owner`` is the environment whose tensors this manager accepts (``None``
     accepts any tensor). ``host_allocator`` makes the host memory used to route
     copies that no transfer makes directly; pass ``None`` to disable routing.
+
+    A copy counts as *in flight* on each transfer it uses from the moment it
+    picks them until it has landed: for an asynchronous batch, until its handle
+    is done. :meth:`close` and ``unregister_data_transfer(wait=True)`` wait for
+    those copies, and a copy never starts on a transfer that was unregistered
+    after the copy looked it up (it looks again).
     """
 
     def __init__(
@@ -92,8 +96,10 @@ class DataTransferManager:
         self._host_allocator = host_allocator
         self._lock = threading.Condition(threading.RLock())
         self._transfers: tuple[IDataTransfer, ...] = ()
+        self._registered: set[int] = set()  # ids of self._transfers
         self._routes: dict[tuple[Device, Device], _Route | None] = {}
         self._in_flight: dict[int, int] = {}  # id(transfer) -> copies using it now
+        self._pending: dict[CopyHandle, _Hops] = {}  # async batches not landed yet
         self._waiting = 0  # threads in close() or unregister(wait=True)
         self._closed = False
 
@@ -122,27 +128,28 @@ class DataTransferManager:
             )
         with self._lock:
             self._check_open()
-            if any(t is transfer for t in self._transfers):
+            if id(transfer) in self._registered:
                 raise ValueError(f"{transfer!r} is registered already")
             self._transfers = (*self._transfers, transfer)
+            self._registered.add(id(transfer))
             self._routes.clear()
 
     def unregister_data_transfer(self, transfer: IDataTransfer, *, wait: bool = False) -> None:
         """Remove ``transfer`` from the lookup order without closing it.
 
         New copies no longer use it; copies already running with it finish, and
-        with ``wait=True`` this returns only once they have (so the caller may
-        close it). Raises ``LookupError`` if it is not registered.
+        with ``wait=True`` this returns only once they have landed, asynchronous
+        batches included (so the caller may close it). Raises ``LookupError`` if
+        it is not registered.
         """
         with self._lock:
-            if not any(t is transfer for t in self._transfers):
+            if id(transfer) not in self._registered:
                 raise LookupError(f"{transfer!r} is not registered with this manager")
             self._transfers = tuple(t for t in self._transfers if t is not transfer)
+            self._registered.discard(id(transfer))
             self._routes.clear()
-            self._waiting += 1
-            while wait and self._in_flight.get(id(transfer)):
-                self._lock.wait()
-            self._waiting -= 1
+        if wait:
+            self._drain(id(transfer))
 
     def get_data_transfer(self, src_device: Device, dst_device: Device) -> IDataTransfer | None:
         """The first registered transfer that copies ``src_device`` -> ``dst_device``, or None."""
@@ -174,20 +181,49 @@ class DataTransferManager:
             return route
 
     def close(self) -> None:
-        """Refuse new copies, wait for those in flight, then close every registered
-        transfer, last registered first. Idempotent."""
+        """Refuse new copies, wait for those in flight (asynchronous batches until
+        they have landed), then close every registered transfer, last registered
+        first. Idempotent."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._waiting += 1
-            while self._in_flight:
-                self._lock.wait()
-            self._waiting -= 1
+        self._drain(None)
+        with self._lock:
             transfers, self._transfers = self._transfers, ()
+            self._registered.clear()
             self._routes.clear()
         for transfer in reversed(transfers):
             transfer.close()
+
+    def _drain(self, key: int | None) -> None:
+        """Return once no copy uses the transfer whose id is ``key`` (any, for None).
+
+        Pending asynchronous batches are waited for here: their owner may never
+        wait, and they count as in flight until they land.
+        """
+        with self._lock:
+            self._waiting += 1
+        try:
+            while True:
+                with self._lock:
+                    pending = [
+                        handle
+                        for handle, hops in self._pending.items()
+                        if key is None or any(id(t) == key for t in hops)
+                    ]
+                    if not pending:
+                        busy = self._in_flight if key is None else self._in_flight.get(key)
+                        if not busy:
+                            return
+                        self._lock.wait()
+                        continue
+                for handle in pending:
+                    with contextlib.suppress(Exception):  # the error is the owner's to see
+                        handle.wait()
+        finally:
+            with self._lock:
+                self._waiting -= 1
 
     # copies ---------------------------------------------------------------
 
@@ -196,16 +232,18 @@ class DataTransferManager:
         if self._closed:
             self._check_open()
         self._check_pair(0, src, dst)
-        route = self._route(src.device, dst.device)
-        if route is None or len(route.hops) != 1:
-            self.copy_tensors([src], [dst])  # routed, or raises NoTransferError
-            return
-        transfers = route.hops
-        self._enter(transfers)
+        while True:
+            route = self._route(src.device, dst.device)
+            if route is None or len(route.hops) != 1:
+                self.copy_tensors([src], [dst])  # routed, or raises NoTransferError
+                return
+            hops = route.hops
+            if self._enter(hops):
+                break
         try:
-            transfers[0].copy_tensors(((src, dst),))
+            hops[0].copy_tensors(((src, dst),))
         finally:
-            self._leave(transfers)
+            self._leave(hops)
 
     def copy_tensors(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> None:
         """Copy ``srcs[i]`` into ``dsts[i]`` for every i, as if one after another.
@@ -217,30 +255,28 @@ class DataTransferManager:
         direct or through host, for a pair), :class:`ClosedError` (manager or a
         tensor's storage closed), ``TypeError`` (not a tensor).
         """
-        stages = self._plan(srcs, dsts)
-        transfers = _transfers_of(stages)
-        self._enter(transfers)
+        plan = self._start(srcs, dsts)
         try:
-            for stage in stages:
+            for stage in plan.stages:
                 for transfer, pairs in stage:
                     transfer.copy_tensors(pairs)
         finally:
-            self._leave(transfers)
+            self._leave(plan.transfers)
 
-    def copy_tensors_async(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> TransferHandle:
-        """Start :meth:`copy_tensors` and return a handle whose ``wait()`` finishes it.
+    def copy_tensors_async(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> CopyHandle:
+        """Start :meth:`copy_tensors` and return a :class:`~tensorferry.CopyHandle`
+        whose ``wait()`` (or ``await``) finishes it.
 
         Transfers that implement :class:`AsyncDataTransfer` run in the
         background; the others copy before this returns. A batch whose pairs
         depend on each other across transfers waits between those parts.
-        Validation errors are raised here, before anything is copied.
+        Validation errors are raised here, before anything is copied; errors of
+        the copies themselves by the handle's ``wait()``.
         """
-        stages = self._plan(srcs, dsts)
+        plan = self._start(srcs, dsts)
         handles: list[TransferHandle] = []
-        transfers = _transfers_of(stages)
-        self._enter(transfers)
         try:
-            for index, stage in enumerate(stages):
+            for index, stage in enumerate(plan.stages):
                 if index:
                     for handle in handles:
                         handle.wait()
@@ -249,16 +285,56 @@ class DataTransferManager:
                         handles.append(transfer.copy_tensors_async(pairs))
                     else:
                         transfer.copy_tensors(pairs)
-        finally:
-            self._leave(transfers)
-        return _AllOf(handles) if handles else CompletedTransfer()
+        except BaseException:
+            for handle in handles:  # what started keeps its transfer busy until it lands
+                with contextlib.suppress(Exception):
+                    handle.wait()
+            self._leave(plan.transfers)
+            raise
+        if not handles:
+            self._leave(plan.transfers)
+            return CopyHandle()
+        with self._lock:
+            result = CopyHandle(handles, on_landed=self._landed)
+            self._pending[result] = plan.transfers
+            if self._waiting:
+                self._lock.notify_all()
+        self._forget_landed()
+        return result
 
-    def _enter(self, transfers: Sequence[IDataTransfer]) -> None:
+    def _landed(self, handle: CopyHandle) -> None:
+        with self._lock:
+            hops = self._pending.pop(handle, ())
+        self._leave(hops)
+
+    def _forget_landed(self) -> None:
+        """Let the oldest pending batches notice they have landed, so that batches
+        nobody waits for do not pile up."""
+        with self._lock:
+            oldest = list(itertools.islice(self._pending, 4))
+        for handle in oldest:
+            handle.done()
+
+    def _start(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> _Plan:
+        """Plan the batch and count it in flight on the transfers it uses, atomically:
+        if a transfer was unregistered in between, plan again with the registry as it is."""
+        while True:
+            plan = self._plan(srcs, dsts)
+            if self._enter(plan.transfers):
+                return plan
+
+    def _enter(self, transfers: Sequence[IDataTransfer]) -> bool:
+        """Count a copy in flight on ``transfers``; False (and nothing counted) if one
+        of them is no longer registered. Raises :class:`ClosedError` after close."""
         with self._lock:
             self._check_open()
+            registered = self._registered
+            if not all(id(t) in registered for t in transfers):
+                return False
             for transfer in transfers:
                 key = id(transfer)
                 self._in_flight[key] = self._in_flight.get(key, 0) + 1
+            return True
 
     def _leave(self, transfers: Sequence[IDataTransfer]) -> None:
         with self._lock:
@@ -320,18 +396,27 @@ class DataTransferManager:
                 f"pair {index}: the destination {dst!r} is read-only; expected writable memory"
             )
 
-    def _plan(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> list[_Stage]:
+    # planning: validate every pair, find its route, order what must be ordered -----
+
+    def _plan(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> _Plan:
         """Validate the batch and split it into stages of per-transfer groups."""
-        srcs, dsts = list(srcs), list(dsts)
         if len(srcs) != len(dsts):
             raise IncompatibleTensorsError(
                 f"got {len(srcs)} sources and {len(dsts)} destinations; expected equal counts"
             )
         self._check_open()
+        routes = self._routes_of(srcs, dsts)
+        only = _only_transfer(routes)
+        if only is not None:  # the common case: one transfer copies every pair directly
+            return _Plan([[(only, list(zip(srcs, dsts, strict=True)))]], (only,))
+        stages = _stages(self._steps(srcs, dsts, routes))
+        return _Plan(stages, tuple(_transfers_of(stages)))
+
+    def _routes_of(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> list[_Hops]:
+        """Check every pair and return, for each, the transfers that copy it: one
+        (direct) or two (through host memory). Raises what :meth:`copy_tensors` lists."""
         owner, routes = self._owner, self._routes
-        pairs: list[CopyPair] = []
-        steps: list[_Step] = []
-        only: IDataTransfer | None = None  # the transfer of every pair so far, if one
+        result: list[_Hops] = []
         for index, (src, dst) in enumerate(zip(srcs, dsts, strict=True)):
             if type(src) is not Tensor or type(dst) is not Tensor:
                 self._check_pair(index, src, dst)  # raises TypeError for a non-tensor
@@ -357,26 +442,36 @@ class DataTransferManager:
                     f"{dst.device}, directly or through host memory; registered: "
                     f"{[type(t).__name__ for t in self._transfers] or 'none'}"
                 )
-            hops = route.hops
-            if len(hops) == 1 and (only is None or hops[0] is only) and not steps:
-                only = hops[0]
-                pairs.append((src, dst))
-                continue
-            if not steps:  # leave the single-transfer fast path
-                steps = [_Step(only, a, b) for a, b in pairs] if only is not None else []
+            result.append(route.hops)
+        return result
+
+    def _steps(
+        self, srcs: Sequence[Tensor], dsts: Sequence[Tensor], routes: Sequence[_Hops]
+    ) -> list[_Step]:
+        """One step per direct pair; a routed pair becomes a download into fresh
+        host memory and an upload from it."""
+        steps: list[_Step] = []
+        for index, (src, dst, hops) in enumerate(zip(srcs, dsts, routes, strict=True)):
             if len(hops) == 1:
                 steps.append(_Step(hops[0], src, dst))
-            else:
-                assert self._host_allocator is not None
-                logger.debug("pair %d: %s -> %s through host memory", index, src.device, dst.device)
-                staging = Tensor(
-                    self._host_allocator(src.nbytes), src.shape, src.dtype, 0, src.owner
-                )
-                steps.append(_Step(hops[0], src, staging))
-                steps.append(_Step(hops[1], staging, dst))
-        if not steps:
-            return [[(only, pairs)]] if only is not None else []
-        return _stages(steps)
+                continue
+            assert self._host_allocator is not None  # no routes without it
+            logger.debug("pair %d: %s -> %s through host memory", index, src.device, dst.device)
+            staging = Tensor(self._host_allocator(src.nbytes), src.shape, src.dtype, 0, src.owner)
+            steps.append(_Step(hops[0], src, staging))
+            steps.append(_Step(hops[1], staging, dst))
+        return steps
+
+
+def _only_transfer(routes: Sequence[_Hops]) -> IDataTransfer | None:
+    """The transfer that copies every pair directly, if there is exactly one."""
+    if not routes or len(routes[0]) != 1:
+        return None
+    only = routes[0][0]
+    for hops in routes:
+        if len(hops) != 1 or hops[0] is not only:
+            return None
+    return only
 
 
 def _transfers_of(stages: Sequence[_Stage]) -> list[IDataTransfer]:

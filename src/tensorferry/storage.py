@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tensorferry.device import HOST, Device
-from tensorferry.errors import InvalidArrayError
+from tensorferry.errors import InvalidArrayError, OutOfDeviceMemoryError
 
 __all__ = ["HostStorage", "Storage"]
 
@@ -83,10 +83,20 @@ class HostStorage:
 
     @classmethod
     def allocate(cls, nbytes: int) -> HostStorage:
-        """Fresh, uninitialised host memory of ``nbytes`` bytes."""
+        """Fresh, uninitialised host memory of ``nbytes`` bytes.
+
+        Raises ``ValueError`` for a negative size and
+        :class:`~tensorferry.OutOfDeviceMemoryError` (a ``MemoryError``) when
+        the host cannot provide that much memory.
+        """
         if nbytes < 0:
             raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-        return cls(np.empty(nbytes, dtype=np.uint8))
+        try:
+            return cls(np.empty(nbytes, dtype=np.uint8))
+        except (MemoryError, ValueError) as exc:  # ValueError: beyond what numpy can index
+            raise OutOfDeviceMemoryError(
+                f"the host cannot provide {nbytes} bytes of memory: {exc}"
+            ) from exc
 
     @classmethod
     def wrap(cls, array: npt.NDArray[np.generic], *, writable: bool | None = None) -> HostStorage:

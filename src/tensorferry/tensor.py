@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, SupportsIndex, cast
 
@@ -57,17 +58,37 @@ def _dims(shape: SupportsIndex | Sequence[SupportsIndex]) -> tuple[SupportsIndex
     return tuple(cast("Sequence[SupportsIndex]", shape))
 
 
+_MAX_DIM = sys.maxsize
+"""The largest dimension numpy can describe (``numpy.intp``)."""
+
+
 def as_shape(shape: SupportsIndex | Sequence[SupportsIndex]) -> tuple[int, ...]:
-    """Normalise ``shape`` to a tuple of non-negative ints; raises ``ValueError`` otherwise."""
-    if type(shape) is tuple and all(type(d) is int and d >= 0 for d in shape):
+    """Normalise ``shape`` to a tuple of non-negative ints.
+
+    Raises ``TypeError`` for anything but integers (``bool`` included) and
+    ``ValueError`` for a negative dimension or a shape numpy cannot describe
+    (more than ``sys.maxsize`` elements).
+    """
+    if (
+        type(shape) is tuple
+        and all(type(d) is int and 0 < d <= _MAX_DIM for d in shape)
+        and (len(shape) < 2 or math.prod(shape) <= _MAX_DIM)
+    ):
         return shape  # already normal: the common case
     dims = _dims(shape)
+    if any(isinstance(d, bool | np.bool_) for d in dims):
+        raise TypeError(f"shape must be integers, got {shape!r}; a bool is not a dimension")
     try:
         result = tuple(operator.index(d) for d in dims)
     except TypeError:
         raise TypeError(f"shape must be a sequence of integers, got {shape!r}") from None
     if any(d < 0 for d in result):
         raise ValueError(f"shape must not have negative dimensions, got {result}")
+    if any(d > _MAX_DIM for d in result) or math.prod(d for d in result if d) > _MAX_DIM:
+        raise ValueError(
+            f"shape {result} has more elements than numpy can index (at most {_MAX_DIM}); "
+            "expected a smaller shape"
+        )
     return result
 
 
@@ -168,9 +189,10 @@ class Tensor:
             return attrs.evolve(
                 self, shape=(count, *self.shape[1:]), offset=self.offset + start * self._row_bytes()
             )
-        if not _is_index(key):
+        if not _is_index(key) or isinstance(key, bool | np.bool_):
             raise TypeError(
                 f"tensors index along the first axis with an int or a slice, got {key!r}"
+                + (" (a bool is not an index)" if isinstance(key, bool | np.bool_) else "")
             )
         index = operator.index(key)
         if not -rows <= index < rows:

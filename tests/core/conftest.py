@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-import tensorferry.environment
+import tensorferry.registry
 from tensorferry import (
     ENTRY_POINT_GROUP,
     ClosedError,
@@ -268,6 +268,6 @@ def installed_backends(
         def fake_entry_points(*, group: str) -> list[EntryPoint]:
             return [cpu_entry_point, *extra] if group == ENTRY_POINT_GROUP else []
 
-        monkeypatch.setattr(tensorferry.environment, "entry_points", fake_entry_points)
+        monkeypatch.setattr(tensorferry.registry, "entry_points", fake_entry_points)
 
     return install

@@ -25,7 +25,9 @@ from tensorferry import (
     DeviceType,
     Environment,
     ForeignTensorError,
+    HostStorage,
     InvalidArrayError,
+    OutOfDeviceMemoryError,
     Tensor,
     UnknownDeviceError,
     UnsupportedDtypeError,
@@ -157,7 +159,10 @@ def test_backends_restricts_what_may_load(
 def test_restricted_out_backend_is_unknown(with_lazy: Any) -> None:
     with (
         Environment(backends=["cpu"]) as env,
-        pytest.raises(UnknownDeviceError, match=r"available backends: \['cpu'\]"),
+        pytest.raises(
+            UnknownDeviceError,
+            match=r"available backends: \['cpu'\]; it is installed, but this environment",
+        ),
     ):
         env.device("lazy:0")
     assert with_lazy.calls == 0
@@ -206,8 +211,18 @@ def test_device_resolves(lazy_env: Environment, spec: str | Device, expected: st
         ("nope:0", r"no backend named 'nope'; available backends: \['cpu', 'lazy'\]"),
         ("cpu:1", r"no device 'cpu:1'; backend 'cpu' has \['cpu'\]"),
         ("lazy:5", r"no device 'lazy:5'; backend 'lazy' has \['lazy:0', 'lazy:1'\]"),
-        ("cpu:x", r"cannot parse device 'cpu:x'; expected 'backend' or 'backend:index'"),
-        ("", r"no backend named ''; available backends"),
+        ("cpu:x", r"'cpu:x' has index 'x', not a non-negative integer.*expected 'backend' or"),
+        ("", r"the device spec '' is empty; expected 'backend' or 'backend:index'"),
+        ("webgpu:+1", r"has index '\+1', not a non-negative integer written in digits"),
+        ("cpu:-0", r"has index '-0', not a non-negative integer"),
+        ("cpu:-1", r"has index '-1'"),
+        ("cpu:01", r"without sign or leading zeros"),
+        ("cpu:1_0", r"has index '1_0'"),
+        ("cpu:\u0661", r"not a non-negative integer written in digits"),
+        ("cpu:", r"has index ''"),
+        (":0", r"has no backend name"),
+        (" WebGPU : 0 ", r"' WebGPU : 0 ' has whitespace inside; expected 'backend'"),
+        ("   ", r"is empty"),
         (Device("lazy", 7), r"lazy:7 is not a device of this environment"),
         (Device("nope", 0), r"no backend named 'nope'"),
     ],
@@ -219,9 +234,28 @@ def test_unknown_device(lazy_env: Environment, spec: str | Device, message: str)
     assert isinstance(info.value, LookupError)
 
 
-def test_device_spec_of_wrong_type(env: Environment) -> None:
-    with pytest.raises(TypeError, match="must be a str or a Device, got int"):
-        env.device(0)  # type: ignore[arg-type]
+@pytest.mark.parametrize("spec", [0, 3, None, True, b"cpu"], ids=repr)
+def test_device_spec_of_wrong_type(env: Environment, spec: Any) -> None:
+    with pytest.raises(TypeError, match=f"must be a str or a Device, got {type(spec).__name__}"):
+        env.device(spec)
+
+
+@pytest.mark.parametrize("name", [" CPU ", "Cpu"])
+def test_backend_names_ignore_case_and_surrounding_whitespace(env: Environment, name: str) -> None:
+    assert env.backend(name) is env.backend("cpu")
+
+
+def test_uninstalled_builtin_backend_names_its_install_command(
+    installed_backends: Install,
+) -> None:
+    installed_backends()  # the cpu backend alone
+    with (
+        Environment() as env,
+        pytest.raises(
+            UnknownDeviceError, match=r"install it with pip install 'tensorferry\[webgpu"
+        ),
+    ):
+        env.device("webgpu:0")
 
 
 # backends that do not load -------------------------------------------------------------
@@ -751,9 +785,60 @@ def test_fill_structured_dtype(env: Environment, acca: Any) -> None:
         (np.int32, "seven", "cannot convert 'seven' to int32"),
         (np.int8, 300, "cannot convert 300 to int8"),
         (np.uint8, -1, "cannot convert -1 to uint8"),
-        (np.float32, [1.0, 2.0], r"fill takes a scalar value, got shape \(2,\)"),
+        (np.float32, [1.0, 2.0], r"fill takes a scalar value, got a list"),
+        (np.float32, np.zeros(2), r"fill takes a scalar value, got an array of shape \(2,\)"),
+        (np.int8, 1000, r"cannot convert 1000 to int8: it is out of range; expected an"),
+        (np.int8, np.int64(1000), r"to int8: it is out of range; expected an integer from -128"),
+        (np.uint8, np.float64(300.0), r"to uint8: it is out of range; expected an integer"),
+        (np.uint8, 2.5, r"it is not a whole number"),
+        (np.int64, float("nan"), r"it is not a whole number"),
+        (np.int16, "5", r"cannot convert '5' to int16: it is a str, not a number"),
+        (np.float32, "5", r"cannot convert '5' to float32: it is a str"),
+        (np.float16, 1e6, r"to float16: it overflows to infinity"),
+        (np.float32, 10**400, r"to float32: it overflows to infinity"),
+        (np.float64, 1j, r"it is a complex; expected a real number"),
+        (np.bool_, 2, r"expected True, False, 0 or 1"),
+        (np.complex64, "1", r"expected a complex number"),
+        ("S3", b"abcd", r"it holds 4 bytes; expected at most 3"),
+        ("S3", "abc", r"it is a str; expected bytes"),
+        ("U2", "abc", r"it holds 3 characters; expected at most 2"),
+        ("V4", b"abc", r"expected bytes of exactly 4"),
+        (
+            "M8[D]",
+            np.datetime64("2020-01-01T12:00"),
+            r"does not convert to datetime64\[D\] exactly",
+        ),
+        ("m8[s]", 2**70, r"cannot convert"),
+        ([("a", "i1"), ("b", "f2")], (1, 1e6), r"field 'b': it overflows to infinity"),
+        ([("a", "i1"), ("b", "f2")], (1,), r"expected a tuple of 2 values"),
     ],
-    ids=["text", "overflow", "negative-unsigned", "sequence"],
+    ids=[
+        "text",
+        "overflow",
+        "negative-unsigned",
+        "sequence",
+        "array",
+        "int8-1000",
+        "int8-np.int64-1000",
+        "uint8-np.float64-300",
+        "uint8-fraction",
+        "int64-nan",
+        "int16-str",
+        "float32-str",
+        "float16-1e6",
+        "float32-huge-int",
+        "float64-complex",
+        "bool-2",
+        "complex-str",
+        "S3-too-long",
+        "S3-str",
+        "U2-too-long",
+        "V4-short",
+        "datetime-lossy",
+        "timedelta-huge",
+        "struct-field",
+        "struct-arity",
+    ],
 )
 def test_fill_rejects_values_that_do_not_fit(
     env: Environment, dtype: Any, value: object, message: str
@@ -761,7 +846,63 @@ def test_fill_rejects_values_that_do_not_fit(
     tensor = env.zeros(2, dtype)
     with pytest.raises(ValueError, match=message):
         env.fill(tensor, value)
-    np.testing.assert_array_equal(tensor.numpy(), [0, 0])
+    assert tensor.host_array().tobytes() == bytes(tensor.nbytes)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value", "expected"),
+    [
+        (np.int8, -128, -128),
+        (np.uint64, 2**64 - 1, 2**64 - 1),
+        (np.uint8, 3.0, 3),
+        (np.int32, np.uint64(7), 7),
+        (np.int16, True, 1),
+        (np.bool_, 1, True),
+        (np.bool_, np.bool_(False), False),
+        (np.float16, 65504.0, 65504.0),
+        (np.float16, float("inf"), float("inf")),
+        (np.float32, 0.1, np.float32(0.1)),
+        (np.float32, 2**100, np.float32(2**100)),
+        (np.complex64, 1 + 2j, 1 + 2j),
+        (np.longdouble, np.longdouble(1) / 3, np.longdouble(1) / 3),
+        ("S3", b"ab", b"ab"),
+        ("U3", "xyz", "xyz"),
+        ("M8[s]", "2020-01-01T00:00:01", np.datetime64("2020-01-01T00:00:01")),
+        ("m8[ms]", np.timedelta64(2, "s"), np.timedelta64(2000, "ms")),
+        ("m8[ms]", 5, np.timedelta64(5, "ms")),
+    ],
+    ids=str,
+)
+def test_fill_accepts_values_that_fit(
+    env: Environment, dtype: Any, value: object, expected: object
+) -> None:
+    tensor = env.zeros(2, dtype)
+    env.fill(tensor, value)
+    assert tensor.host_array().tolist() == np.array([expected] * 2, dtype).tolist()
+
+
+def test_fill_nan_keeps_its_payload(env: Environment) -> None:
+    value = np.array(0x7FC01234, np.uint32).view(np.float32)[()]
+    tensor = env.zeros(3, np.float32)
+    env.fill(tensor, value)
+    assert tensor.host_array().view(np.uint32).tolist() == [0x7FC01234] * 3
+
+
+@pytest.mark.parametrize("itemsize", [129, 200, 4096])
+def test_fill_elements_larger_than_128_bytes(env: Environment, acca: Any, itemsize: int) -> None:
+    element = bytes(range(256)) * (itemsize // 256) + bytes(range(itemsize % 256))
+    for device in ("cpu", "acca:0"):
+        tensor = env.zeros(5, f"V{itemsize}", device)
+        env.fill(tensor[1:4], element)
+        assert tensor.numpy().tobytes() == bytes(itemsize) + element * 3 + bytes(itemsize)
+        wide = env.zeros(2, f"S{itemsize}", device)
+        env.fill(wide, element[:-1] + b"!")
+        assert wide.numpy().tobytes() == (element[:-1] + b"!") * 2
+
+
+def test_zeros_of_every_kind_are_zero_bytes(env: Environment) -> None:
+    for dtype in ["?", "i8", "f2", "c16", "S5", "U3", "V7", "M8[D]", [("a", "u1"), ("b", "f8")]]:
+        assert env.zeros(3, dtype).host_array().tobytes() == bytes(3 * np.dtype(dtype).itemsize)
 
 
 def test_empty_on_an_unknown_device(env: Environment) -> None:
@@ -774,6 +915,39 @@ def test_empty_rejects_bad_shapes(env: Environment) -> None:
         env.empty((2, -1), np.int8)
     with pytest.raises(TypeError, match="sequence of integers"):
         env.empty(("2",), np.int8)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="more elements than numpy can index"):
+        env.empty((2**40, 2**40), np.int8)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"), [((2**62,), np.uint8), ((2**61,), np.float64), ((2**40, 2**20), "V64")]
+)
+def test_allocations_that_do_not_fit_raise_out_of_device_memory(
+    env: Environment, shape: tuple[int, ...], dtype: Any
+) -> None:
+    """One rule on every backend: an allocation that does not fit raises
+    OutOfDeviceMemoryError, a MemoryError, naming the size."""
+    with pytest.raises(OutOfDeviceMemoryError, match="bytes") as caught:
+        env.empty(shape, dtype)
+    assert isinstance(caught.value, MemoryError)
+    with pytest.raises(OutOfDeviceMemoryError):
+        HostStorage.allocate(2**62)
+
+
+def test_a_backends_plain_memory_error_becomes_out_of_device_memory(
+    env: Environment, make_accelerator: MakeAccelerator
+) -> None:
+    backend = make_accelerator("acca")
+
+    def refuse(device: Device, nbytes: int) -> Any:
+        raise MemoryError("driver says no")
+
+    backend.allocate = refuse
+    env.register_backend("acca", backend)
+    with pytest.raises(
+        OutOfDeviceMemoryError, match=r"acca:0 cannot hold 64 bytes.*driver says no"
+    ):
+        env.empty(16, np.float32, "acca")
 
 
 def test_environment_copies_across_devices(env: Environment, acca: Any) -> None:

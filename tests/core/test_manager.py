@@ -897,3 +897,324 @@ def test_use_after_close_raises(
     with pytest.raises(ClosedError, match=r"DataTransferManager .* is closed"):
         use(manager, make_cpu_transfer)
     assert recording_cpu.calls == []
+
+
+# asynchronous batches stay in flight until they land ----------------------------------------
+
+
+class _GatedHandle:
+    """A backend handle whose batch lands on its own thread once ``gate`` is set."""
+
+    def __init__(self, work: Callable[[], None], gate: threading.Event, events: list[str]) -> None:
+        self._error: BaseException | None = None
+        self._landed = threading.Event()
+
+        def run() -> None:
+            try:
+                if not gate.wait(timeout=30):
+                    raise TimeoutError("the test never opened the gate")
+                work()
+                events.append("landed")
+            except BaseException as exc:
+                self._error = exc
+            finally:
+                self._landed.set()
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def wait(self, timeout: float | None = None) -> None:
+        if not self._landed.wait(timeout):
+            raise TimeoutError("not landed yet")
+        if self._error is not None:
+            raise self._error
+
+    def done(self) -> bool:
+        return self._landed.is_set()
+
+
+class _GatedTransfer:
+    """A host -> host AsyncDataTransfer whose batches land only once ``gate`` is set;
+    it logs ``landed`` and ``close`` into ``events``."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.inner = CpuDataTransfer()
+        self.events = events
+        self.gate = threading.Event()
+
+    def can_copy(self, src_device: Device, dst_device: Device) -> bool:
+        return self.inner.can_copy(src_device, dst_device)
+
+    def copy_tensors(self, pairs: Sequence[CopyPair]) -> None:
+        self.inner.copy_tensors(pairs)
+
+    def copy_tensors_async(self, pairs: Sequence[CopyPair]) -> TransferHandle:
+        return _GatedHandle(lambda: self.inner.copy_tensors(pairs), self.gate, self.events)
+
+    def close(self) -> None:
+        self.events.append("close")
+        self.inner.close()
+
+
+@pytest.fixture
+def gated(manager: DataTransferManager, events: list[str]) -> _GatedTransfer:
+    """A gated async transfer registered with the standalone manager."""
+    transfer = _GatedTransfer(events)
+    manager.register_data_transfer(transfer)
+    return transfer
+
+
+def _open_gate_soon(gate: threading.Event, errors: list[BaseException]) -> threading.Thread:
+    """Open the gate from another thread once the caller is (very likely) blocked."""
+
+    def run() -> None:
+        time.sleep(0.05)
+        gate.set()
+
+    return _in_thread(run, errors)
+
+
+@pytest.mark.parametrize("how", ["unregister", "close"])
+def test_async_batch_is_in_flight_until_it_lands(
+    manager: DataTransferManager, gated: _GatedTransfer, events: list[str], how: str
+) -> None:
+    """unregister_data_transfer(wait=True) and close() return only after a running
+    async batch has landed, even though copy_tensors_async returned long before."""
+    src, dst = _host([1, 2, 3]), _host([0, 0, 0])
+    handle = manager.copy_tensors_async([src], [dst])
+    assert not handle.done()
+    errors: list[BaseException] = []
+    opener = _open_gate_soon(gated.gate, errors)
+    if how == "unregister":
+        manager.unregister_data_transfer(gated, wait=True)
+        gated.close()
+    else:
+        manager.close()
+    opener.join(timeout=10)
+    assert errors == []
+    assert events == ["landed", "close"]
+    assert handle.done()
+    handle.wait(timeout=0)
+    np.testing.assert_array_equal(_values(dst), [1, 2, 3])
+
+
+def test_unregister_without_wait_does_not_wait_for_async_batches(
+    manager: DataTransferManager, gated: _GatedTransfer
+) -> None:
+    handle = manager.copy_tensors_async([_host([1])], [_host([0])])
+    manager.unregister_data_transfer(gated)
+    assert not handle.done()
+    gated.gate.set()
+    handle.wait(timeout=10)
+
+
+def test_unregister_waits_only_for_batches_of_that_transfer(
+    manager: DataTransferManager, gated: _GatedTransfer, recording_cpu: Any
+) -> None:
+    other = _GatedTransfer([])
+    manager.unregister_data_transfer(gated)
+    manager.register_data_transfer(other)
+    handle = manager.copy_tensors_async([_host([1])], [_host([0])])  # runs on `other`
+    manager.register_data_transfer(recording_cpu)
+    manager.unregister_data_transfer(recording_cpu, wait=True)  # returns at once
+    assert not handle.done()
+    other.gate.set()
+    handle.wait(timeout=10)
+
+
+def test_environment_close_waits_for_async_batches_before_closing_backends(
+    make_accelerator: MakeAccelerator, events: list[str]
+) -> None:
+    backend = make_accelerator("acca", directions={"down"})
+    gated = _GatedTransfer(events)
+    env = Environment(backends=["cpu"])
+    env.register_backend("acca", backend)
+    env.data_transfer_manager.register_data_transfer(gated)
+    src, dst = env.from_numpy(np.arange(3)), env.zeros(3, np.int64)
+    handle = env.copy_tensors_async([src], [dst])
+    errors: list[BaseException] = []
+    opener = _open_gate_soon(gated.gate, errors)
+    env.close()
+    opener.join(timeout=10)
+    assert errors == []
+    assert events.index("landed") < events.index("close backend acca")
+    assert handle.done()
+    np.testing.assert_array_equal(dst.host_array(), np.arange(3))
+
+
+def test_failed_async_batch_still_leaves_flight(
+    manager: DataTransferManager, gated: _GatedTransfer
+) -> None:
+    gated.inner.close()  # the batch will fail with ClosedError when it runs
+    handle = manager.copy_tensors_async([_host([1])], [_host([0])])
+    gated.gate.set()
+    with pytest.raises(ClosedError):
+        handle.wait(timeout=10)
+    with pytest.raises(ClosedError):
+        handle.wait(timeout=10)  # the same error again
+    manager.unregister_data_transfer(gated, wait=True)  # nothing left in flight
+
+
+def test_async_batches_nobody_waits_for_do_not_pile_up(manager: DataTransferManager) -> None:
+    transfer = _GatedTransfer([])
+    transfer.gate.set()
+    manager.register_data_transfer(transfer)
+    handles = [manager.copy_tensors_async([_host([i])], [_host([0])]) for i in range(50)]
+    _wait_until(lambda: all(h.done() for h in handles))
+    for _ in range(10):
+        manager.copy_tensors_async([_host([1])], [_host([0])]).wait()
+    assert not manager._pending, "landed batches are still tracked"
+
+
+# the copy handle: wait, done, await, callbacks --------------------------------------------
+
+
+def test_handle_wait_times_out_and_can_wait_again(
+    manager: DataTransferManager, gated: _GatedTransfer
+) -> None:
+    handle = manager.copy_tensors_async([_host([7])], [dst := _host([0])])
+    with pytest.raises(TimeoutError):
+        handle.wait(timeout=0.01)
+    assert not handle.done()
+    gated.gate.set()
+    handle.wait(timeout=10)
+    assert _values(dst).tolist() == [7]
+
+
+def test_handle_is_awaitable_without_blocking_the_event_loop(
+    manager: DataTransferManager, gated: _GatedTransfer
+) -> None:
+    """While one coroutine awaits the handle, another runs and opens the gate: a
+    handle that blocked the loop would never land (the gate waits 30 s, then fails)."""
+    import asyncio
+
+    dst = _host([0, 0])
+    order: list[str] = []
+
+    async def opener() -> None:
+        await asyncio.sleep(0)
+        order.append("loop ran")
+        gated.gate.set()
+
+    async def main() -> None:
+        handle = manager.copy_tensors_async([_host([4, 5])], [dst])
+        await asyncio.gather(handle, opener())
+        order.append("awaited")
+        assert handle.done()
+        await handle  # awaiting a done handle returns at once
+
+    asyncio.run(main())
+    assert order == ["loop ran", "awaited"]
+    assert _values(dst).tolist() == [4, 5]
+
+
+def test_awaiting_a_failed_handle_raises_its_error(
+    manager: DataTransferManager, gated: _GatedTransfer
+) -> None:
+    import asyncio
+
+    gated.inner.close()
+    gated.gate.set()
+    handle = manager.copy_tensors_async([_host([1])], [_host([0])])
+
+    async def main() -> None:
+        await handle
+
+    with pytest.raises(ClosedError):
+        asyncio.run(main())
+
+
+def test_done_callbacks_run_once_when_the_batch_lands(
+    manager: DataTransferManager, gated: _GatedTransfer
+) -> None:
+    """A callback added while running fires once, from the thread that sees the batch
+    land, even if nobody waits; one added afterwards fires at once, in the caller."""
+    dst = _host([0])
+    seen: list[tuple[str, bool, list[int], str]] = []
+    landed = threading.Event()
+
+    def record(label: str) -> Callable[[Any], None]:
+        def callback(handle: Any) -> None:
+            seen.append(
+                (label, handle.done(), _values(dst).tolist(), threading.current_thread().name)
+            )
+            landed.set()
+
+        return callback
+
+    handle = manager.copy_tensors_async([_host([9])], [dst])
+    handle.add_done_callback(record("early"))
+    assert seen == []
+    gated.gate.set()
+    assert landed.wait(timeout=10)
+    handle.add_done_callback(record("late"))
+    assert [s[:3] for s in seen] == [("early", True, [9]), ("late", True, [9])]
+    assert seen[1][3] == threading.current_thread().name
+    handle.wait()
+    assert len(seen) == 2
+
+
+def test_a_raising_callback_is_logged_not_raised(
+    manager: DataTransferManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager.register_data_transfer(CpuDataTransfer())
+    handle = manager.copy_tensors_async([_host([1])], [_host([0])])
+
+    def broken(handle: Any) -> None:
+        raise ValueError("callback bug")
+
+    handle.add_done_callback(broken)
+    assert "callback bug" in caplog.text
+    with pytest.raises(TypeError, match="callable"):
+        handle.add_done_callback("not callable")  # type: ignore[arg-type]
+
+
+# a copy never runs on a transfer that unregister(wait=True) released -------------------------
+
+
+@pytest.mark.usefixtures("fast_thread_switching")
+def test_replacing_a_transfer_while_copying_never_uses_the_closed_one() -> None:
+    """The documented replacement (register the new, unregister the old with
+    wait=True, close the old) while other threads copy: no copy may pick the old
+    transfer before it is unregistered and use it after it is closed."""
+    manager = DataTransferManager()
+    current = CpuDataTransfer()
+    manager.register_data_transfer(current)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    closed_errors: list[ClosedError] = []
+    copies = [0, 0]
+
+    def copy(number: int) -> None:
+        src, dst = _host(np.arange(8)), _host(np.zeros(8, np.int64))
+        while not stop.is_set():
+            try:
+                if copies[number] % 2:
+                    manager.copy_tensor(src, dst)
+                else:
+                    manager.copy_tensors([src, src[2:4]], [dst, dst[4:6]])
+            except ClosedError as exc:
+                closed_errors.append(exc)
+            copies[number] += 1
+
+    def replace() -> None:
+        nonlocal current
+        replaced = 0
+        while replaced < 1000 or min(copies) < 20_000:
+            replaced += 1
+            new = CpuDataTransfer()
+            manager.register_data_transfer(new)
+            manager.unregister_data_transfer(current, wait=True)
+            current.close()
+            current = new
+        stop.set()
+
+    threads = [_in_thread(lambda n=n: copy(n), errors) for n in range(2)]
+    replacer = _in_thread(replace, errors)
+    replacer.join(timeout=120)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    manager.close()
+    assert errors == []
+    assert closed_errors == []
+    assert min(copies) > 0

@@ -118,6 +118,26 @@ def test_slice_with_step_other_than_one_raises(grid: Tensor, key: slice) -> None
         grid[key]
 
 
+@pytest.mark.parametrize("key", [True, False, np.bool_(True)], ids=repr)
+def test_bool_is_not_an_index(grid: Tensor, key: object) -> None:
+    with pytest.raises(TypeError, match="a bool is not an index"):
+        grid[key]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("shape", [True, (2, False), (np.bool_(True),)], ids=repr)
+def test_bool_is_not_a_dimension(shape: Any) -> None:
+    with pytest.raises(TypeError, match="a bool is not a dimension"):
+        Tensor(HostStorage.allocate(8), shape, np.uint8)
+
+
+@pytest.mark.parametrize(
+    "shape", [(2**63,), (2**62, 2**62), (2**40, 2**40, 0), (0, 2**64)], ids=str
+)
+def test_shapes_numpy_cannot_describe_are_rejected(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="more elements than numpy can index"):
+        Tensor(HostStorage.allocate(8), shape, np.uint8)
+
+
 @pytest.mark.parametrize("key", [1.0, "1", (0, 1), Ellipsis, None], ids=repr)
 def test_other_keys_raise_type_error(grid: Tensor, key: object) -> None:
     with pytest.raises(TypeError, match="int or a slice"):

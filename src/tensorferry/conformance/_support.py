@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any, SupportsIndex, TypeAlias
 
@@ -115,6 +116,8 @@ def require_filler(env: tf.Environment, device: tf.Device) -> tf.Filler:
 def require_async(env: tf.Environment, pair: DevicePair) -> tf.AsyncDataTransfer:
     """The pair's direct transfer as a :class:`tensorferry.AsyncDataTransfer`, or skip
     naming the capability."""
+    for device in pair:
+        env.device(device)  # loads the backend, registering its transfers
     transfer = env.data_transfer_manager.get_data_transfer(pair.src, pair.dst)
     assert transfer is not None, f"no direct transfer for {pair}"
     if not isinstance(transfer, tf.AsyncDataTransfer):
@@ -124,3 +127,57 @@ def require_async(env: tf.Environment, pair: DevicePair) -> tf.AsyncDataTransfer
             "synchronously; env.copy_tensors_async falls back, and that path is tested too)"
         )
     return transfer
+
+
+def require_raw(env: tf.Environment, device: tf.Device) -> tf.RawAccess:
+    """The device's backend as a :class:`tensorferry.RawAccess`, or skip naming the capability."""
+    backend = env.backend(device.backend)
+    if not isinstance(backend, tf.RawAccess):
+        pytest.skip(
+            f"backend {backend.name!r} does not implement the optional capability "
+            "tensorferry.RawAccess (read_raw/write_raw); device-side bytes are only checked "
+            "through its own transfers"
+        )
+    return backend
+
+
+def raw_bytes(env: tf.Environment, tensor: tf.Tensor) -> Bytes:
+    """The bytes of ``tensor``'s whole storage, read without any transfer (host
+    storage directly, device storage through :class:`tensorferry.RawAccess`)."""
+    storage = tensor.storage
+    if isinstance(storage, tf.HostStorage):
+        return storage.array.copy()
+    raw = require_raw(env, tensor.device)
+    data = raw.read_raw(storage, 0, storage.nbytes)
+    assert isinstance(data, bytes), f"read_raw returned {type(data).__name__}, expected bytes"
+    return np.frombuffer(data, np.uint8).copy()
+
+
+def raw_fill(env: tf.Environment, tensor: tf.Tensor, data: Bytes) -> None:
+    """Write ``data`` over ``tensor``'s whole storage without any transfer."""
+    storage = tensor.storage
+    assert data.nbytes == storage.nbytes, f"{data.nbytes} bytes for storage of {storage.nbytes}"
+    if isinstance(storage, tf.HostStorage):
+        storage.array[:] = data
+        return
+    require_raw(env, tensor.device).write_raw(storage, 0, data.tobytes())
+
+
+def require_memory_usage(env: tf.Environment, device: tf.Device) -> tf.MemoryUsage:
+    """The device's backend as a :class:`tensorferry.MemoryUsage`, or skip naming it."""
+    backend = env.backend(device.backend)
+    if not isinstance(backend, tf.MemoryUsage):
+        pytest.skip(
+            f"backend {backend.name!r} does not implement the optional capability "
+            "tensorferry.MemoryUsage (bytes_in_use); released storage is only checked "
+            "through garbage collection"
+        )
+    return backend
+
+
+def wait_until_done(handle: tf.TransferHandle, timeout: float = 120.0) -> None:
+    """Poll ``handle.done()`` (never ``wait``) until it is true; fail if it never is."""
+    deadline = time.monotonic() + timeout
+    while not handle.done():
+        assert time.monotonic() < deadline, f"done() stayed False for {timeout} s"
+        time.sleep(0.0005)

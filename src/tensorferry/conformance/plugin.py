@@ -23,6 +23,10 @@ Fixtures (all named ``tensorferry_*``; parametrized ones get readable ids):
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -33,7 +37,7 @@ if TYPE_CHECKING:
 
     from tensorferry import Device, Environment
 
-__all__ = ["DevicePair"]
+__all__ = ["FIGURES", "FUZZ_COUNTS", "DevicePair"]
 
 # The suite's shared checks live in a helper module; let pytest rewrite its asserts.
 pytest.register_assert_rewrite("tensorferry.conformance._support")
@@ -42,6 +46,17 @@ _GROUP = "tensorferry.backends"
 _HOST_BACKEND = "cpu"
 _OPTION = "--tensorferry-backend"
 _MARKER = "tensorferry_conformance"
+_ISOLATED = "tensorferry_isolated"
+_SOAK = "tensorferry_soak"
+_CHILD = "TENSORFERRY_CONFORMANCE_CHILD"
+"""Set in the child interpreter an isolated test runs in."""
+_CHILD_TIMEOUT = 600
+
+FUZZ_COUNTS: dict[str, int] = {}
+"""Property-based examples run in this process, by device; the summary reports them."""
+
+FIGURES: list[str] = []
+"""Measured figures (soak tests) for the terminal summary, one line each."""
 
 
 class DevicePair(NamedTuple):
@@ -171,12 +186,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             "default: every backend that loads"
         ),
     )
+    group.addoption(
+        "--tensorferry-fuzz-examples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="hypothesis examples per device for the property-based tests (default: a quick 30)",
+    )
+    group.addoption(
+        "--tensorferry-exit-runs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="how many child interpreters each exit scenario runs (default 1)",
+    )
+    group.addoption(
+        "--tensorferry-soak",
+        action="store_true",
+        default=False,
+        help="also run the soak tests (marker tensorferry_soak), deselected otherwise",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker and check the requested backend names."""
     config.addinivalue_line(
         "markers", f"{_MARKER}: a test of tensorferry's shipped conformance suite"
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{_ISOLATED}: run the test in a child interpreter, so a crash fails it by name",
+    )
+    config.addinivalue_line(
+        "markers", f"{_SOAK}: a long soak test, run only with --tensorferry-soak"
     )
     requested = config.getoption("tensorferry_backends")
     if requested is not None:
@@ -221,12 +263,75 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(name, params, ids=[str(p) for p in params], scope="function")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the suite's own tests with ``tensorferry_conformance``."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the suite's own tests with ``tensorferry_conformance``; deselect soak
+    tests unless ``--tensorferry-soak`` asks for them."""
     for item in items:
         module = getattr(item, "module", None)
         if getattr(module, "__name__", "").startswith(f"{__package__}."):
             item.add_marker(_MARKER)
+    if config.getoption("tensorferry_soak"):
+        return
+    soak = [item for item in items if item.get_closest_marker(_SOAK)]
+    if soak:
+        config.hook.pytest_deselected(items=soak)
+        items[:] = [item for item in items if not item.get_closest_marker(_SOAK)]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run a ``tensorferry_isolated`` test in a child interpreter (unless this is
+    that child): an abort there fails the test by name, and the session goes on."""
+    if os.environ.get(_CHILD) or pyfuncitem.get_closest_marker(_ISOLATED) is None:
+        return None
+    _run_in_child(pyfuncitem)
+    return True
+
+
+def _run_in_child(item: pytest.Function) -> None:
+    config = item.config
+    _, _, inside = item.nodeid.partition("::")
+    options = [f"{_OPTION}={name}" for name in config.getoption("tensorferry_backends") or []]
+    examples = config.getoption("tensorferry_fuzz_examples")
+    if examples is not None:
+        options.append(f"--tensorferry-fuzz-examples={examples}")
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        f"{item.path}::{inside}",
+        *options,
+        f"--tensorferry-exit-runs={config.getoption('tensorferry_exit_runs')}",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--no-header",
+        "-o",
+        "addopts=",
+    ]
+    env = {**os.environ, _CHILD: "1"}
+    try:
+        result = subprocess.run(
+            command,
+            cwd=config.invocation_params.dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=_CHILD_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{item.nodeid} hung: its child interpreter ran past {exc.timeout} s")
+    if result.returncode == 0:
+        return
+    if result.returncode < 0:
+        how = f"was killed by {signal.Signals(-result.returncode).name}"
+    elif result.returncode == 5:
+        how = "was not collected in the child interpreter"
+    else:
+        how = f"failed (exit status {result.returncode})"
+    output = (result.stdout + result.stderr)[-6000:]
+    pytest.fail(f"{item.nodeid} {how} in its child interpreter:\n{output}", pytrace=False)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -236,6 +341,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     terminalreporter.write_sep("-", "tensorferry conformance")
     for line in selection.summary():
+        terminalreporter.write_line(line)
+    if FUZZ_COUNTS:
+        counts = ", ".join(f"{device}: {count}" for device, count in FUZZ_COUNTS.items())
+        terminalreporter.write_line(f"property-based examples run, by device: {counts}")
+    for line in FIGURES:
         terminalreporter.write_line(line)
 
 

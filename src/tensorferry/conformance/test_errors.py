@@ -18,6 +18,7 @@ from tensorferry.conformance._support import (
     assert_bytes,
     assert_tensor_bytes,
     random_array,
+    read,
 )
 from tensorferry.conformance.plugin import DevicePair
 
@@ -365,3 +366,202 @@ def test_not_a_tensor(tensorferry_env: tf.Environment, tensorferry_device: tf.De
     with pytest.raises(TypeError, match=r"tensorferry\.Tensor"):
         env.copy_tensor(source, dst)
     assert_tensor_bytes(dst, data, f"destination on {tensorferry_device}")
+
+
+def _still_works(env: tf.Environment, device: tf.Device) -> None:
+    data = random_array((9,), np.uint8, seed=120)
+    assert_tensor_bytes(env.from_numpy(data, device), data, f"a fresh copy on {device}")
+
+
+BAD_SPECS: dict[str, tuple[object, type[Exception]]] = {
+    "empty": ("", tf.UnknownDeviceError),
+    "blank": ("   ", tf.UnknownDeviceError),
+    "negative-index": ("{name}:-1", tf.UnknownDeviceError),
+    "plus-index": ("{name}:+1", tf.UnknownDeviceError),
+    "minus-zero": ("{name}:-0", tf.UnknownDeviceError),
+    "word-index": ("{name}:abc", tf.UnknownDeviceError),
+    "leading-zero": ("{name}:00", tf.UnknownDeviceError),
+    "inner-space": ("{name} : 0", tf.UnknownDeviceError),
+    "none": (None, TypeError),
+    "int": (3, TypeError),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_SPECS.keys())
+def test_bad_device_specs(
+    tensorferry_env: tf.Environment, tensorferry_backend: str, kind: str
+) -> None:
+    """Malformed device strings raise UnknownDeviceError (a LookupError) saying what
+    was expected; non-strings raise TypeError; nothing is allocated."""
+    env, name = tensorferry_env, tensorferry_backend
+    spec, error = BAD_SPECS[kind]
+    if isinstance(spec, str):
+        spec = spec.format(name=name)
+    with pytest.raises(error) as caught:
+        env.device(spec)  # type: ignore[arg-type]
+    if error is tf.UnknownDeviceError:
+        assert isinstance(caught.value, LookupError)
+        assert "expected" in str(caught.value), caught.value
+    with pytest.raises(error):
+        env.empty((2,), np.uint8, spec)  # type: ignore[arg-type]
+    _still_works(env, env.device(name))
+
+
+def test_same_tensor_as_source_and_destination(
+    tensorferry_env: tf.Environment, tensorferry_device: tf.Device
+) -> None:
+    """A tensor copied onto itself keeps its bytes (a defined no-op, synchronous or not)."""
+    env = tensorferry_env
+    data = random_array((33,), np.int16, seed=121)
+    tensor = env.from_numpy(data, tensorferry_device)
+    env.copy_tensor(tensor, tensor)
+    env.copy_tensors([tensor, tensor[3:9]], [tensor, tensor[3:9]])
+    env.copy_tensors_async([tensor], [tensor]).wait(timeout=60)
+    assert_tensor_bytes(tensor, data, f"tensor on {tensorferry_device}")
+
+
+@pytest.mark.parametrize("shift", [1, -1, 3, -7])
+def test_overlapping_views_of_one_storage(
+    tensorferry_env: tf.Environment, tensorferry_device: tf.Device, shift: int
+) -> None:
+    """A copy between overlapping views of one storage behaves like ``memmove``
+    (numpy's ``a[d:d+n] = a[s:s+n].copy()``), alone and as the second pair of a batch."""
+    env = tensorferry_env
+    data = random_array((64,), np.uint8, seed=122)
+    tensor = env.from_numpy(data, tensorferry_device)
+    start, count = 20, 30
+    env.copy_tensor(tensor[start : start + count], tensor[start + shift : start + shift + count])
+    expected = data.copy()
+    expected[start + shift : start + shift + count] = data[start : start + count].copy()
+    assert_tensor_bytes(tensor, expected, f"storage on {tensorferry_device}")
+    env.copy_tensors(
+        [tensor[0:4], tensor[start : start + count]],
+        [tensor[60:64], tensor[start + shift : start + shift + count]],
+    )
+    expected[60:64] = expected[0:4].copy()
+    expected[start + shift : start + shift + count] = expected[start : start + count].copy()
+    assert_tensor_bytes(tensor, expected, f"storage on {tensorferry_device} after a batch")
+
+
+ODD_ARRAYS: dict[str, Callable[[], Array]] = {
+    "non-contiguous": lambda: random_array((6, 8), np.int32, seed=123)[:, ::2],
+    "fortran": lambda: np.asfortranarray(random_array((5, 3), np.float64, seed=124)),
+    "read-only": lambda: _read_only(random_array((7,), np.uint16, seed=125)),
+    "structured": lambda: np.array([(1, 2.5), (3, -1.0)], dtype=[("a", "<u2"), ("b", "<f8")]),
+    "big-endian": lambda: random_array((9,), np.dtype(">i4"), seed=126),
+    "big-endian-float": lambda: random_array((4, 2), np.dtype(">f8"), seed=127),
+}
+
+
+@pytest.mark.parametrize("kind", ODD_ARRAYS.keys())
+def test_unusual_arrays_round_trip(
+    tensorferry_env: tf.Environment, tensorferry_device: tf.Device, kind: str
+) -> None:
+    """Non-contiguous, Fortran-order, read-only, structured and non-native byte order
+    arrays upload (copied, copy=True) and come back with their dtype and bytes; only
+    sharing (copy=False) a non-C-contiguous array is refused (InvalidArrayError)."""
+    env = tensorferry_env
+    array = ODD_ARRAYS[kind]()
+    tensor = env.from_numpy(array, tensorferry_device)
+    assert tensor.dtype == array.dtype
+    assert_bytes(
+        read(tensor), np.ascontiguousarray(array), f"{kind} array via {tensorferry_device}"
+    )
+    if not array.flags.c_contiguous:
+        with pytest.raises(tf.InvalidArrayError, match="C-contiguous"):
+            env.from_numpy(array, copy=False)
+
+
+def test_views_outside_their_storage(
+    tensorferry_env: tf.Environment, tensorferry_device: tf.Device
+) -> None:
+    """A view that would reach past its storage (a negative or too large offset, a
+    shape too big) raises ValueError when it is made; slices clamp like numpy's."""
+    env = tensorferry_env
+    data = random_array((16,), np.uint8, seed=128)
+    tensor = env.from_numpy(data, tensorferry_device)
+    storage = tensor.storage
+    for shape, offset in [((17,), 0), ((1,), 16), ((4,), -1), ((2, 9), 0)]:
+        with pytest.raises(ValueError, match="does not fit"):
+            tf.Tensor(storage, shape, np.uint8, offset, env)
+        with pytest.raises(ValueError, match="does not fit"):
+            env.wrap_storage(storage, shape, np.uint8, offset)
+    with pytest.raises(IndexError):
+        tensor[16]
+    assert tensor[10:100].shape == (6,)
+    assert_tensor_bytes(tensor, data, f"tensor on {tensorferry_device}")
+
+
+BAD_SHAPES: dict[str, tuple[object, type[Exception]]] = {
+    "negative": ((3, -1), ValueError),
+    "minus-one": (-1, ValueError),
+    "float": ((2.0,), TypeError),
+    "bool": ((True,), TypeError),
+    "string": ("4", TypeError),
+    "beyond-numpy": ((2**40, 2**40), ValueError),
+    "beyond-memory": ((2**62,), tf.OutOfDeviceMemoryError),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_SHAPES.keys())
+def test_bad_shapes(
+    tensorferry_env: tf.Environment, tensorferry_device: tf.Device, kind: str
+) -> None:
+    """Negative, non-integer, bool and huge shapes raise before anything is allocated:
+    TypeError or ValueError for the shape, OutOfDeviceMemoryError (a MemoryError)
+    for one that no device holds."""
+    env = tensorferry_env
+    shape, error = BAD_SHAPES[kind]
+    with pytest.raises(error):
+        env.empty(shape, np.uint8, tensorferry_device)  # type: ignore[arg-type]
+    with pytest.raises(error):
+        env.zeros(shape, np.float32, tensorferry_device)  # type: ignore[arg-type]
+    _still_works(env, tensorferry_device)
+
+
+MISFITS: dict[str, tuple[Any, object]] = {
+    "int8-1000": (np.int8, 1000),
+    "int8-np.int64-1000": (np.int8, np.int64(1000)),
+    "uint8-np.float64-300": (np.uint8, np.float64(300.0)),
+    "uint8-minus-one": (np.uint8, -1),
+    "int32-half": (np.int32, 0.5),
+    "int16-str": (np.int16, "5"),
+    "float16-1e6": (np.float16, 1e6),
+    "float32-complex": (np.float32, 1 + 1j),
+    "bool-2": (np.bool_, 2),
+    "S4-too-long": ("S4", b"12345"),
+    "list": (np.float64, [1.0]),
+}
+
+
+@pytest.mark.parametrize("kind", MISFITS.keys())
+def test_fill_values_that_do_not_fit(
+    tensorferry_env: tf.Environment, tensorferry_device: tf.Device, kind: str
+) -> None:
+    """A fill value that does not fit the dtype raises ValueError naming both, and the
+    tensor keeps every byte (the same rule on every backend)."""
+    env = tensorferry_env
+    dtype, value = MISFITS[kind]
+    tensor = env.empty((6,), dtype, tensorferry_device)
+    before = random_array((tensor.nbytes,), np.uint8, seed=129)
+    env.copy_tensor(env.from_numpy(before), tensor.view(np.uint8).reshape(-1))
+    with pytest.raises(ValueError, match=r"cannot convert|scalar") as caught:
+        env.fill(tensor, value)
+    assert str(np.dtype(dtype)) in str(caught.value) or "scalar" in str(caught.value)
+    assert_tensor_bytes(
+        tensor.view(np.uint8).reshape(-1), before, f"tensor on {tensorferry_device}"
+    )
+    _still_works(env, tensorferry_device)
+
+
+@pytest.mark.parametrize("itemsize", [1, 3, 16, 129, 200])
+def test_fill_elements_of_any_size(
+    tensorferry_env: tf.Environment, tensorferry_device: tf.Device, itemsize: int
+) -> None:
+    """Every fixed-size dtype can be filled, elements larger than 128 bytes included."""
+    env = tensorferry_env
+    element = random_array((itemsize,), np.uint8, seed=130).tobytes()
+    tensor = env.zeros((7,), f"V{itemsize}", tensorferry_device)
+    env.fill(tensor[2:6], element)
+    expected = bytes(itemsize) * 2 + element * 4 + bytes(itemsize)
+    assert read(tensor).tobytes() == expected
