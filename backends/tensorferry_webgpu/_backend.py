@@ -84,7 +84,10 @@ class WebGPUBackend:
         """A pooled buffer of ``nbytes`` on ``device``; raises OutOfDeviceMemoryError
         past the device's maximum buffer size or when memory runs out. A device
         found lost here is replaced by a fresh context (an adopted device cannot
-        be: DeviceLostError)."""
+        be: DeviceLostError). Raises ``ValueError`` for a negative size, before
+        any context is made."""
+        if nbytes < 0:
+            raise ValueError(f"cannot allocate {nbytes} bytes on {device}; expected nbytes >= 0")
         context = self.context(device)
         if not nbytes:
             return WebGPUStorage(context, None, 0)
@@ -147,8 +150,8 @@ class WebGPUBackend:
         """
         index = device.index
         context = self._contexts.get(index)
-        if context is not None and not context.lost:
-            return context
+        if context is not None and not context.lost and context.device is device:
+            return context  # the common case: the very Device object this backend made
         with self._lock:
             if self._closed:
                 raise ClosedError("the webgpu backend is closed")
