@@ -148,7 +148,7 @@ def _openers(tensorferry: TensorferryPath) -> dict[str, Callable[[], TransferPat
     def wgpu() -> TransferPath:
         from ._wgpu import WgpuPath
 
-        return WgpuPath(tensorferry.device, tensorferry.wgpu_device())
+        return WgpuPath(tensorferry.device)
 
     def numpy() -> TransferPath:
         from ._numpy import NumpyPath

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -87,14 +85,6 @@ class TensorferryPath:
         if self.device is None:
             return f"unavailable: {self.unavailable_reason}"
         return f"{self.device} ({self.device.name})" if self.device.name else str(self.device)
-
-    def wgpu_device(self) -> Any:
-        """The ``wgpu.GPUDevice`` behind the measured WebGPU device, or None for
-        another backend's device (the raw wgpu-py path then makes its own)."""
-        if self.device is None or self.device.backend != "webgpu":
-            return None
-        webgpu = importlib.import_module("tensorferry_webgpu")
-        return webgpu.backend_of(self._env).context(self.device).gpu
 
     @property
     def environment(self) -> tf.Environment:

@@ -66,20 +66,16 @@ def _match_score(adapter: Any, device: tf.Device) -> int:
 
 
 class WgpuPath:
-    """Raw wgpu-py on the wgpu device tensorferry uses (``gpu``), or on a device of
-    its own from the adapter the tensorferry device uses.
+    """Raw wgpu-py on its own device, from the adapter the tensorferry device uses.
 
-    Sharing matters: two wgpu devices on one GPU are time-sliced, and on the H200
-    interleaving the two paths turn by turn added ~300 us to every small wait of
-    both (a 4 KiB download: 97 us alone, 435 us interleaved). For a device that is
-    not a wgpu adapter (``--device cpu``), the first adapter wgpu enumerates is
-    used. Raises :class:`PathUnavailableError` when wgpu is not installed or
-    finds no adapter.
+    For a device that is not a wgpu adapter (``--device cpu``), the first adapter
+    wgpu enumerates is used. Raises :class:`PathUnavailableError` when wgpu is
+    not installed or finds no adapter.
     """
 
     name = "wgpu-py"
 
-    def __init__(self, device: tf.Device | None, gpu: Any = None) -> None:
+    def __init__(self, device: tf.Device | None) -> None:
         try:
             # imported by name: wgpu-py ships no type information, its objects are Any
             wgpu = importlib.import_module("wgpu")
@@ -100,15 +96,9 @@ class WgpuPath:
         self.adapter = adapter_summary(self._adapter)
         # wgpu's default limit is 256 MiB; the adapter's own lets buffers reach its size
         self.max_buffer_size = int(self._adapter.limits["max-buffer-size"])
-        if gpu is not None:
-            self._adapter = gpu.adapter
-            self.adapter = adapter_summary(self._adapter)
-            self.max_buffer_size = int(gpu.limits["max-buffer-size"])
-            self._device = gpu
-        else:
-            self._device = self._adapter.request_device_sync(
-                required_limits={"max-buffer-size": self.max_buffer_size}
-            )
+        self._device = self._adapter.request_device_sync(
+            required_limits={"max-buffer-size": self.max_buffer_size}
+        )
         self._queue = self._device.queue
         self._sync_buffer = self._device.create_buffer(
             size=_SYNC_BYTES, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
