@@ -23,6 +23,7 @@ from tensorferry_webgpu._adapters import (
 from tensorferry_webgpu._adapters import adapters as all_adapters
 from tensorferry_webgpu._buffers import PoolStats, StagingStats
 from tensorferry_webgpu._context import MAPPABLE, Context, wants_mapped_storage
+from tensorferry_webgpu._errors import WebGPUError
 from tensorferry_webgpu._native import device_of
 from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._raw import read_raw, write_raw
@@ -163,16 +164,7 @@ class WebGPUBackend:
             if context is not None and context.adopted:
                 raise DeviceLostError(f"the adopted wgpu device behind {device} was lost")
             adapter = self._adapters[index]
-            gpu = adapter.request_device_sync(
-                label=f"tensorferry {device}",
-                required_features=[MAPPABLE] if wants_mapped_storage(self.options, adapter) else [],
-                required_limits={
-                    "max-buffer-size": adapter.limits["max-buffer-size"],
-                    "max-storage-buffer-binding-size": adapter.limits[
-                        "max-storage-buffer-binding-size"
-                    ],
-                },
-            )
+            gpu = _open_device(adapter, device, self.options)
             fresh = Context(self._devices[index], gpu, self.options, backend=self).acquire()
             self._contexts[index] = fresh
             self.contexts_created += 1
@@ -257,6 +249,39 @@ class WebGPUBackend:
                 f"{size} bytes at offset {offset} do not fit a buffer of {buffer.size} bytes"
             )
         return WebGPUStorage(context, buffer, size, base=offset, external=True)
+
+
+def _open_device(
+    adapter: wgpu.GPUAdapter, device: Device, options: ContextOptions
+) -> wgpu.GPUDevice:
+    """A new wgpu device on ``adapter`` with the adapter's own buffer limits.
+
+    Raises :class:`ClosedError` when Python refuses the thread wgpu starts for
+    the device (at interpreter shutdown) and :class:`WebGPUError` when wgpu
+    cannot create it (an adapter that lacks what WebGPU needs, such as compute
+    shaders on some OpenGL contexts).
+    """
+    limits = adapter.limits
+    try:
+        return adapter.request_device_sync(
+            label=f"tensorferry {device}",
+            required_features=[MAPPABLE] if wants_mapped_storage(options, adapter) else [],
+            required_limits={
+                "max-buffer-size": limits["max-buffer-size"],
+                "max-storage-buffer-binding-size": limits["max-storage-buffer-binding-size"],
+            },
+        )
+    except RuntimeError as exc:
+        if "shutdown" in str(exc):
+            raise ClosedError(
+                f"cannot open {device} while the interpreter shuts down: wgpu starts a "
+                "thread for each device, which Python refuses now; use the device once "
+                "before the main thread ends"
+            ) from exc
+        raise WebGPUError(
+            f"wgpu could not open a device on {device} ({adapter.summary}): {exc}; "
+            "choose another device (tensorferry devices lists them)"
+        ) from exc
 
 
 _GL_BACKENDS = frozenset({"OpenGL", "OpenGLES"})
