@@ -26,6 +26,8 @@ import functools
 import itertools
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,6 +50,7 @@ __all__ = [
     "down4",
     "down8",
     "guard",
+    "guard_device",
     "mapped_array",
     "request_map",
     "up4",
@@ -287,6 +290,25 @@ def guard(buffer: wgpu.GPUBuffer) -> wgpu.GPUBuffer:
     """Make ``buffer.destroy()`` raise ``RuntimeError`` (pooled buffers are tensorferry's)."""
     buffer.destroy = _refuse_destroy
     return buffer
+
+
+def guard_device(
+    gpu: wgpu.GPUDevice, lock: AbstractContextManager[object], before: Callable[[], None]
+) -> None:
+    """Make ``gpu.destroy()`` wait for ``lock`` (the work tensorferry has in flight on
+    the device) and call ``before`` (which marks the context lost) first.
+
+    wgpu-native aborts the process when a submit races a destroy of its device
+    ("Parent device is lost" in wgpuQueueSubmit); under the lock no submit can.
+    """
+    real = gpu.destroy
+
+    def destroy() -> None:
+        with lock:
+            before()
+            real()
+
+    gpu.destroy = destroy
 
 
 def destroy(buffer: wgpu.GPUBuffer) -> None:
