@@ -10,6 +10,7 @@ from tensorferry import (
     ClosedError,
     Device,
     DeviceLostError,
+    Storage,
     Tensor,
     UnknownDeviceError,
 )
@@ -22,8 +23,10 @@ from tensorferry_webgpu._adapters import (
 from tensorferry_webgpu._adapters import adapters as all_adapters
 from tensorferry_webgpu._buffers import PoolStats, StagingStats
 from tensorferry_webgpu._context import MAPPABLE, Context, wants_mapped_storage
+from tensorferry_webgpu._errors import WebGPUError
 from tensorferry_webgpu._native import device_of
 from tensorferry_webgpu._options import ContextOptions
+from tensorferry_webgpu._raw import read_raw, write_raw
 from tensorferry_webgpu._storage import WebGPUStorage
 from tensorferry_webgpu._transfer import WebGPUDataTransfer
 
@@ -82,7 +85,10 @@ class WebGPUBackend:
         """A pooled buffer of ``nbytes`` on ``device``; raises OutOfDeviceMemoryError
         past the device's maximum buffer size or when memory runs out. A device
         found lost here is replaced by a fresh context (an adopted device cannot
-        be: DeviceLostError)."""
+        be: DeviceLostError). Raises ``ValueError`` for a negative size, before
+        any context is made."""
+        if nbytes < 0:
+            raise ValueError(f"cannot allocate {nbytes} bytes on {device}; expected nbytes >= 0")
         context = self.context(device)
         if not nbytes:
             return WebGPUStorage(context, None, 0)
@@ -95,6 +101,24 @@ class WebGPUBackend:
             context = self.context(device)
             buffer = context.allocate(nbytes)
         return WebGPUStorage(context, buffer, nbytes)
+
+    def read_raw(self, storage: Storage, offset: int, nbytes: int) -> bytes:
+        """Bytes of ``storage`` read with plain wgpu-py calls, bypassing the transfer
+        (the suite's raw-access capability); raises as :func:`._raw.read_raw`."""
+        return read_raw(storage, offset, nbytes)
+
+    def write_raw(self, storage: Storage, offset: int, data: bytes) -> None:
+        """Bytes written into ``storage`` with plain wgpu-py calls, bypassing the
+        transfer; raises as :func:`._raw.write_raw`."""
+        write_raw(storage, offset, data)
+
+    def bytes_in_use(self, device: Device) -> int:
+        """Bytes that live tensors' pooled storage holds on ``device`` (the suite's
+        memory-usage capability); raises ``LookupError`` for a foreign device."""
+        if not self.owns(device):
+            raise UnknownDeviceError(f"{device} is not a device of this webgpu backend")
+        context = self._contexts.get(device.index)
+        return 0 if context is None else context.live_bytes
 
     def data_transfers(self) -> list[WebGPUDataTransfer]:
         """The one WebGPU transfer."""
@@ -127,8 +151,8 @@ class WebGPUBackend:
         """
         index = device.index
         context = self._contexts.get(index)
-        if context is not None and not context.lost:
-            return context
+        if context is not None and not context.lost and context.device is device:
+            return context  # the common case: the very Device object this backend made
         with self._lock:
             if self._closed:
                 raise ClosedError("the webgpu backend is closed")
@@ -140,16 +164,7 @@ class WebGPUBackend:
             if context is not None and context.adopted:
                 raise DeviceLostError(f"the adopted wgpu device behind {device} was lost")
             adapter = self._adapters[index]
-            gpu = adapter.request_device_sync(
-                label=f"tensorferry {device}",
-                required_features=[MAPPABLE] if wants_mapped_storage(self.options, adapter) else [],
-                required_limits={
-                    "max-buffer-size": adapter.limits["max-buffer-size"],
-                    "max-storage-buffer-binding-size": adapter.limits[
-                        "max-storage-buffer-binding-size"
-                    ],
-                },
-            )
+            gpu = _open_device(adapter, device, self.options)
             fresh = Context(self._devices[index], gpu, self.options, backend=self).acquire()
             self._contexts[index] = fresh
             self.contexts_created += 1
@@ -234,6 +249,39 @@ class WebGPUBackend:
                 f"{size} bytes at offset {offset} do not fit a buffer of {buffer.size} bytes"
             )
         return WebGPUStorage(context, buffer, size, base=offset, external=True)
+
+
+def _open_device(
+    adapter: wgpu.GPUAdapter, device: Device, options: ContextOptions
+) -> wgpu.GPUDevice:
+    """A new wgpu device on ``adapter`` with the adapter's own buffer limits.
+
+    Raises :class:`ClosedError` when Python refuses the thread wgpu starts for
+    the device (at interpreter shutdown) and :class:`WebGPUError` when wgpu
+    cannot create it (an adapter that lacks what WebGPU needs, such as compute
+    shaders on some OpenGL contexts).
+    """
+    limits = adapter.limits
+    try:
+        return adapter.request_device_sync(
+            label=f"tensorferry {device}",
+            required_features=[MAPPABLE] if wants_mapped_storage(options, adapter) else [],
+            required_limits={
+                "max-buffer-size": limits["max-buffer-size"],
+                "max-storage-buffer-binding-size": limits["max-storage-buffer-binding-size"],
+            },
+        )
+    except RuntimeError as exc:
+        if "shutdown" in str(exc):
+            raise ClosedError(
+                f"cannot open {device} while the interpreter shuts down: wgpu starts a "
+                "thread for each device, which Python refuses now; use the device once "
+                "before the main thread ends"
+            ) from exc
+        raise WebGPUError(
+            f"wgpu could not open a device on {device} ({adapter.summary}): {exc}; "
+            "choose another device (tensorferry devices lists them)"
+        ) from exc
 
 
 _GL_BACKENDS = frozenset({"OpenGL", "OpenGLES"})

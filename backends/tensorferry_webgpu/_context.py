@@ -9,6 +9,7 @@ from tensorferry import ClosedError, Device, DeviceLostError, OutOfDeviceMemoryE
 from tensorferry_webgpu._buffers import BufferPool, PoolStats, StagingPool
 from tensorferry_webgpu._copy_kernel import CopyKernel, kernel_copies_pay
 from tensorferry_webgpu._errors import translate
+from tensorferry_webgpu._native import guard_device
 from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._patch import BytePatcher
 from tensorferry_webgpu._threads import CopyThreads
@@ -91,9 +92,24 @@ class Context:
         )
         self.threads = CopyThreads(options.copy_threads)
         self._refs = 0
+        self._live_bytes = 0
         self._state_lock = threading.Lock()
         self.closed = False
         self.lost = False
+        guard_device(gpu, self.lock, self._destroyed)
+
+    def _destroyed(self) -> None:
+        self.lost = True
+
+    def count_live(self, delta: int) -> None:
+        """Add ``delta`` to the bytes held by live pooled storage (negative when freed)."""
+        with self._state_lock:
+            self._live_bytes += delta
+
+    @property
+    def live_bytes(self) -> int:
+        """Bytes of pooled storage that tensors still hold (idle pooled buffers excluded)."""
+        return self._live_bytes
 
     def copy_kernel(self) -> CopyKernel:
         """The device's copy kernel, built on first use (callers hold ``lock``)."""

@@ -43,7 +43,8 @@ class WebGPUStorage:
         # unified memory) are checked before every use: work on a mapped buffer aborts.
         self.watch_map = buffer is not None and (external or bool(buffer.usage & MAP_USAGE))
         if buffer is not None and not external:
-            finalizer = weakref.finalize(self, context.pool.release, buffer)
+            context.count_live(nbytes)
+            finalizer = weakref.finalize(self, _release, context, buffer, nbytes)
             finalizer.atexit = False  # environments close their contexts at exit
 
     @property
@@ -60,3 +61,8 @@ class WebGPUStorage:
     def closed(self) -> bool:
         """True once the owning context is closed."""
         return self.context.closed
+
+
+def _release(context: Context, buffer: wgpu.GPUBuffer, nbytes: int) -> None:
+    context.count_live(-nbytes)
+    context.pool.release(buffer)

@@ -168,8 +168,10 @@ def test_adapters_env_matching_nothing(
     backend keeps working."""
     monkeypatch.setenv(tw.ADAPTERS_ENV, "no-such-adapter-anywhere")
     env = make_env()
-    assert env.devices() == [tf.HOST]
-    assert env.load_all() == ["cpu"]
+    # Other installed backends (a toy plugin, say) may add devices; webgpu adds none.
+    assert [d for d in env.devices() if d.backend == "webgpu"] == []
+    assert tf.HOST in env.devices()
+    assert "webgpu" not in env.load_all()
     reason = env.backend_errors["webgpu"]
     assert f"{tw.ADAPTERS_ENV}='no-such-adapter-anywhere' matches none of the adapters" in reason
     for adapter in tw.adapters():

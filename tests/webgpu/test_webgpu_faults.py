@@ -113,14 +113,20 @@ OUTLIVING_THREAD = (
     PROLOGUE
     + """
 results = {}
+# The devices are opened while the main thread runs: wgpu starts a thread per device,
+# which Python 3.12 refuses once shutdown has begun (test_first_use_at_shutdown).
+envs = {}
+for name, options in (("default", None), ("staged", tw.ContextOptions(map_storage=False))):
+    env = tf.Environment(backends=[]) if options else tf.Environment()
+    if options:
+        env.register_backend("webgpu", tw.WebGPUBackend(options))
+    device = env.device(f"webgpu:{index}")
+    env.empty(4, np.uint8, device)
+    envs[name] = (env, device)
 
 def late_copies():
     threading.main_thread().join()  # run after the main thread has ended
-    for name, options in (("default", None), ("staged", tw.ContextOptions(map_storage=False))):
-        env = tf.Environment(backends=[]) if options else tf.Environment()
-        if options:
-            env.register_backend("webgpu", tw.WebGPUBackend(options))
-        device = env.device(f"webgpu:{index}")
+    for name, (env, device) in envs.items():
         data = np.random.default_rng(1).integers(0, 255, 24 << 20, dtype=np.uint8)
         tensor = env.from_numpy(data, device)
         back = tensor.numpy()
@@ -138,6 +144,32 @@ def late_copies():
 threading.Thread(target=late_copies).start()
 """
 )
+
+
+FIRST_USE_AT_SHUTDOWN = (
+    PROLOGUE
+    + """
+def late_first_use():
+    threading.main_thread().join()
+    env = tf.Environment()
+    try:
+        tensor = env.from_numpy(np.arange(5, dtype=np.int32), f"webgpu:{index}")
+        outcome = {"copied": tensor.numpy().tolist() == list(range(5))}
+    except tf.ClosedError as exc:
+        outcome = {"closed": "shut" in str(exc) and "before the main thread ends" in str(exc)}
+    env.close()
+    print(json.dumps(outcome), flush=True)
+
+threading.Thread(target=late_first_use).start()
+"""
+)
+
+
+def test_first_use_at_shutdown(run_child: Callable[..., Any], webgpu_index: int) -> None:
+    """A device first used after the main thread ended either works or, where Python
+    refuses the thread wgpu starts for a device (3.12), raises ClosedError saying so."""
+    outcome = run_child(FIRST_USE_AT_SHUTDOWN, str(webgpu_index)).report()
+    assert outcome in ({"copied": True}, {"closed": True}), outcome
 
 
 def test_copies_from_a_thread_that_outlives_the_main_thread(

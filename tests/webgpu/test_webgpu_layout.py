@@ -22,7 +22,7 @@ LAYERS = [
     {"_context"},
     {"_storage", "_queue"},
     {"_ops"},
-    {"_upload", "_download", "_direct", "_device_copy", "_fill"},
+    {"_upload", "_download", "_direct", "_device_copy", "_fill", "_raw"},
     {"_batch"},
     {"_transfer"},
     {"_backend"},

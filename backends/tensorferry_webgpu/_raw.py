@@ -1,0 +1,62 @@
+"""Raw access to WebGPU storage for the conformance suite: bytes read and written
+with plain wgpu-py queue calls, bypassing the transfer and its engine entirely.
+
+Slow on purpose (a staging buffer per call, whole-word read-modify-write): it
+exists so that a bug shared by the engine's uploads and downloads cannot hide
+behind a round trip.
+"""
+
+from __future__ import annotations
+
+from tensorferry import ClosedError
+from tensorferry_webgpu._native import down4, up4
+from tensorferry_webgpu._storage import WebGPUStorage
+
+__all__ = ["read_raw", "write_raw"]
+
+
+def _check(storage: object, offset: int, nbytes: int) -> WebGPUStorage:
+    if not isinstance(storage, WebGPUStorage):
+        raise TypeError(f"expected WebGPU storage, got {type(storage).__name__}")
+    if offset < 0 or nbytes < 0 or offset + nbytes > storage.nbytes:
+        raise ValueError(
+            f"{nbytes} bytes at offset {offset} do not fit storage of {storage.nbytes} bytes"
+        )
+    if storage.closed:
+        raise ClosedError(f"the storage on {storage.device} is released")
+    return storage
+
+
+def read_raw(storage: object, offset: int, nbytes: int) -> bytes:
+    """The ``nbytes`` bytes at ``offset`` in ``storage``, through ``queue.read_buffer``.
+
+    Raises ``TypeError`` for storage of another backend, ``ValueError`` for a
+    range outside it, :class:`ClosedError` for released storage.
+    """
+    checked = _check(storage, offset, nbytes)
+    if nbytes == 0 or checked.buffer is None:
+        return b""
+    start = checked.base + offset
+    lo, hi = down4(start), up4(start + nbytes)
+    with checked.context.lock:
+        words = bytes(checked.context.queue.read_buffer(checked.buffer, lo, hi - lo))
+    return words[start - lo : start - lo + nbytes]
+
+
+def write_raw(storage: object, offset: int, data: bytes) -> None:
+    """Write ``data`` at ``offset`` in ``storage`` through ``queue.write_buffer``,
+    keeping every other byte (the ragged words are read, patched and written back).
+
+    Raises as :func:`read_raw`.
+    """
+    checked = _check(storage, offset, len(data))
+    if not data or checked.buffer is None:
+        return
+    start = checked.base + offset
+    lo, hi = down4(start), up4(start + len(data))
+    context = checked.context
+    with context.lock:
+        words = bytearray(context.queue.read_buffer(checked.buffer, lo, hi - lo))
+        words[start - lo : start - lo + len(data)] = data
+        context.queue.write_buffer(checked.buffer, lo, bytes(words))
+        context.queue.submit([])
