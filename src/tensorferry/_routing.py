@@ -24,7 +24,6 @@ from tensorferry.transfer import AsyncDataTransfer, CopyPair, IDataTransfer, Tra
 
 __all__ = [
     "DEFAULT_CHUNKS",
-    "DEFAULT_CHUNK_BYTES",
     "MIN_CHUNK_BYTES",
     "RoutedStream",
     "StreamOptions",
@@ -32,8 +31,6 @@ __all__ = [
     "flat_bytes",
 ]
 
-DEFAULT_CHUNK_BYTES = 8 << 20
-"""Bytes per chunk of a streamed route unless the manager is told otherwise."""
 
 DEFAULT_CHUNKS = 3
 """Host buffers a streamed route cycles through: one downloading, up to two uploading."""
@@ -50,21 +47,26 @@ so that uploads other than the first and last need no partial-word handling."""
 class StreamOptions:
     """How routed copies stream: ``chunk_bytes`` per chunk, through ``chunks`` host buffers.
 
-    A routed pair larger than one chunk streams; smaller ones take the plain
-    route (one download into host memory of their size, then one upload).
-    Raises ``TypeError`` for non-int values and ``ValueError`` for a chunk
-    smaller than :data:`MIN_CHUNK_BYTES` or fewer than 2 buffers (one buffer
-    cannot overlap a download with an upload).
+    ``chunk_bytes=None`` (the default) never streams. Otherwise a routed pair
+    larger than one chunk streams; smaller ones take the plain route (one
+    download into host memory of their size, then one upload). Streaming is
+    opt-in because it was measured slower where it could be measured: lavapipe
+    Vulkan -> llvmpipe GL on two shared cores moved 1.0-1.2 GB/s streamed in
+    8 MiB chunks against 2.6 GB/s whole (each chunk pays a whole call's cost);
+    on several discrete GPUs it is unmeasured. Raises ``TypeError`` for
+    non-int values and ``ValueError`` for a chunk smaller than
+    :data:`MIN_CHUNK_BYTES` or fewer than 2 buffers (one buffer cannot overlap
+    a download with an upload).
     """
 
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    chunk_bytes: int | None = None
     chunks: int = DEFAULT_CHUNKS
 
     def __attrs_post_init__(self) -> None:
-        for name, value, least in (
-            ("stream_chunk_bytes", self.chunk_bytes, MIN_CHUNK_BYTES),
-            ("stream_chunks", self.chunks, 2),
-        ):
+        checks: list[tuple[str, object, int]] = [("stream_chunks", self.chunks, 2)]
+        if self.chunk_bytes is not None:
+            checks.insert(0, ("stream_chunk_bytes", self.chunk_bytes, MIN_CHUNK_BYTES))
+        for name, value, least in checks:
             if type(value) is not int:
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}")
             if value < least:
@@ -72,12 +74,12 @@ class StreamOptions:
 
     @property
     def staging_bytes(self) -> int:
-        """The most host memory one stream holds at a time."""
-        return self.chunk_bytes * self.chunks
+        """The most host memory one stream holds at a time (0 when not streaming)."""
+        return (self.chunk_bytes or 0) * self.chunks
 
     def streams(self, nbytes: int) -> bool:
         """Whether a routed pair of ``nbytes`` bytes streams (more than one chunk)."""
-        return nbytes > self.chunk_bytes
+        return self.chunk_bytes is not None and nbytes > self.chunk_bytes
 
 
 def flat_bytes(tensor: Tensor) -> Tensor:
@@ -134,6 +136,7 @@ class RoutedStream:
         destination may then hold part of the data, but the call fails.
         """
         source, target = flat_bytes(self.src), flat_bytes(self.dst)
+        assert self._options.chunk_bytes is not None, "only streaming options make a stream"
         chunk_bytes = min(self._options.chunk_bytes, source.nbytes)
         buffers: list[Tensor] = []
         free: list[int] = []

@@ -22,7 +22,7 @@ from typing import NamedTuple, TypeAlias, cast
 import attrs
 
 from tensorferry._fanout import FanOut, ThreadHandle
-from tensorferry._routing import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNKS, RoutedStream, StreamOptions
+from tensorferry._routing import DEFAULT_CHUNKS, RoutedStream, StreamOptions
 from tensorferry.device import HOST, Device
 from tensorferry.errors import (
     ClosedError,
@@ -115,13 +115,14 @@ class DataTransferManager:
     ``owner`` is the environment whose tensors this manager accepts (``None``
     accepts any tensor). ``host_allocator`` makes the host memory used to route
     copies that no transfer makes directly; pass ``None`` to disable routing.
-    A routed pair larger than ``stream_chunk_bytes`` streams: chunk k is
-    uploaded while chunk k+1 is downloaded, through ``stream_chunks`` reused
-    host buffers of that size. Independent groups of a batch (per transfer and
-    device) run concurrently on up to ``fan_out_threads`` threads besides the
-    caller's; 0 runs them one after another. Raises ``TypeError``/``ValueError``
-    for bad values of these (chunks below 4096 bytes, fewer than 2 buffers,
-    negative threads).
+    With ``stream_chunk_bytes`` set (streaming is off by default: see
+    ``tensorferry._routing.StreamOptions`` for the measurement), a routed pair larger
+    than that streams: chunk k is uploaded while chunk k+1 is downloaded, through
+    ``stream_chunks`` reused host buffers of that size. Independent groups of a batch
+    (per transfer and device) run concurrently on up to ``fan_out_threads`` threads
+    besides the caller's; 0 runs them one after another. Raises
+    ``TypeError``/``ValueError`` for bad values of these (chunks below 4096 bytes, fewer
+    than 2 buffers, negative threads).
 
     A copy counts as *in flight* on each transfer it uses from the moment it
     picks them until it has landed: for an asynchronous batch, until its handle
@@ -135,7 +136,7 @@ class DataTransferManager:
         *,
         owner: TensorOwner | None = None,
         host_allocator: Callable[[int], HostStorage] | None = HostStorage.allocate,
-        stream_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        stream_chunk_bytes: int | None = None,
         stream_chunks: int = DEFAULT_CHUNKS,
         fan_out_threads: int = 8,
     ) -> None:

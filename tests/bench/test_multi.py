@@ -54,7 +54,7 @@ def test_fan_out_and_gpu_to_gpu_run_verified_on_two_adapters(
         "model-load on webgpu:0 alone",
         f"fan-out over {count} devices, concurrent",
         f"fan-out over {count} devices, one group after another",
-        "gpu-to-gpu 24 MiB: webgpu:0 -> webgpu:1, streamed through host",
+        "gpu-to-gpu 24 MiB: webgpu:0 -> webgpu:1, routed through host",
         "gpu-to-gpu 24 MiB: download from webgpu:0",
         "gpu-to-gpu 24 MiB: upload to webgpu:1",
     ):
@@ -62,7 +62,7 @@ def test_fan_out_and_gpu_to_gpu_run_verified_on_two_adapters(
     assert f"host copy limit, numpy on {count} thread(s)" in measured
     assert "multi-device targets" in out
     assert f"fan-out over {count} devices = " in out
-    assert "gpu-to-gpu 24 MiB: streamed route " in out
+    assert "gpu-to-gpu 24 MiB: routed copy " in out
 
 
 def test_one_device_says_it_needs_two() -> None:

@@ -125,6 +125,23 @@ def _uploads(pairs: Sequence[CopyPair]) -> bool:
 # streamed routes ------------------------------------------------------------------
 
 
+def test_routes_are_whole_unless_streaming_is_asked_for() -> None:
+    """Streaming is opt-in: by default a routed pair goes through one host buffer
+    of its own size, one download and one upload."""
+    rig = _Rig()
+    try:
+        nbytes = 10 * CHUNK + 5
+        data = np.random.default_rng(7).integers(0, 256, nbytes, dtype=np.uint8)
+        src = rig.tensor(data, 0, offset=3)
+        dst = rig.tensor(np.zeros(nbytes, np.uint8), 1)
+        rig.manager.copy_tensor(src, dst)
+        np.testing.assert_array_equal(rig.read(dst), data)
+        assert rig.allocated == [nbytes]
+        assert len(rig.toy.calls) == 2
+    finally:
+        rig.close()
+
+
 @pytest.mark.parametrize(
     ("nbytes", "src_offset", "dst_offset", "chunks"),
     [

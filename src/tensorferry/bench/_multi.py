@@ -225,8 +225,9 @@ def _workload_of(parts: Sequence[int]) -> Workload:
 def measure_gpu_to_gpu(
     env: tf.Environment, devices: Sequence[tf.Device], nbytes: int, timing: Timing
 ) -> tuple[list[Rate], list[str]]:
-    """The routed stream ``devices[0] -> devices[1]`` of ``nbytes`` beside the single
-    download from the first and upload to the second; the target line."""
+    """The routed copy ``devices[0] -> devices[1]`` of ``nbytes`` (through host memory,
+    as the environment's manager routes it: whole, unless streaming is turned on)
+    beside the single download from the first and upload to the second; the target line."""
     size = format_size(nbytes)
     if len(devices) < 2:
         found = ", ".join(map(str, devices)) or "none"
@@ -261,7 +262,7 @@ def measure_gpu_to_gpu(
         _check(back, source_array, "download")
 
     labels = {
-        "routed": f"gpu-to-gpu {size}: {first} -> {second}, streamed through host",
+        "routed": f"gpu-to-gpu {size}: {first} -> {second}, routed through host",
         "download": f"gpu-to-gpu {size}: download from {first}",
         "upload": f"gpu-to-gpu {size}: upload to {second}",
     }
@@ -287,7 +288,7 @@ def measure_gpu_to_gpu(
     ratio = stream / slower
     verdict = "PASS" if ratio >= _TARGET_FRACTION else "FAIL"
     return rates, [
-        f"gpu-to-gpu {size}: streamed route {stream:.3g} GB/s = {ratio:.2f}x of the slower "
+        f"gpu-to-gpu {size}: routed copy {stream:.3g} GB/s = {ratio:.2f}x of the slower "
         f"of download {down:.3g} and upload {up:.3g} GB/s (target >= {_TARGET_FRACTION}x) "
         f"{verdict}"
     ]
