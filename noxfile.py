@@ -64,7 +64,9 @@ def _group(name: str) -> list[str]:
 @nox.parametrize("backend", BACKENDS)
 def tests(session: nox.Session, backend: str) -> None:
     """The core tests and the conformance suite for one backend, from an installed wheel."""
-    session.install(".[webgpu]" if backend == "webgpu" else ".", *_group("test"))
+    # tests/core routes between the toy backend's two devices (no transfer connects them)
+    targets = [".[webgpu]"] if backend == "webgpu" else [".", "./tests/toy_backend"]
+    session.install(*targets, *_group("test"))
     session.run("python", "-m", "tensorferry", "devices")
     # the benchmark's tests measure on the machine's wgpu adapters
     suites = ["tests/core"] if backend == "cpu" else ["tests/webgpu", "tests/bench"]

@@ -52,12 +52,19 @@ class FanOut:
             _run_in_order(tasks)
             return
         pool = self._pool or self._start_pool()
-        futures: list[Future[object]] = [pool.submit(task) for task in tasks[1:]]
+        futures: list[Future[object]] = []
+        here = [tasks[0]]
+        for task in tasks[1:]:
+            try:
+                futures.append(pool.submit(task))
+            except RuntimeError:  # interpreter shutdown: executors take no new work
+                here.append(task)
         errors: list[BaseException] = []
-        try:
-            tasks[0]()
-        except BaseException as exc:
-            errors.append(exc)
+        for task in here:
+            try:
+                task()
+            except BaseException as exc:
+                errors.append(exc)
         for future in futures:
             try:
                 future.result()

@@ -156,3 +156,35 @@ def _mixed_batch(rig: _Rig) -> None:
     np.testing.assert_array_equal(rig.download(on1[1]), data[2])  # read middle after its write
     np.testing.assert_array_equal(rig.download(on1[2]), data[0])  # routed, after on0[0]'s write
     np.testing.assert_array_equal(host[0].host_array(), data[3])  # written after on0[0] read it
+
+
+LATE_FAN_OUT = """
+import json, threading
+import numpy as np
+import tensorferry as tf
+
+env = tf.Environment()
+devices = [d for d in env.devices() if d.backend == "webgpu"][:2]
+targets = [env.zeros(4096, np.uint8, d) for d in devices]  # devices opened while main runs
+result = {}
+
+def late_batch():
+    threading.main_thread().join()  # after the main thread has ended
+    data = np.arange(4096, dtype=np.uint8)
+    source = env.from_numpy(data, copy=False)
+    env.copy_tensors([source] * len(targets), targets)  # one group per device: fan-out
+    result["landed"] = all((t.numpy() == data).all() for t in targets)
+    result["devices"] = len(targets)
+    env.close()
+    print(json.dumps(result), flush=True)
+
+threading.Thread(target=late_batch).start()
+"""
+
+
+def test_fan_out_from_a_thread_that_outlives_the_main_thread(run_child: Any) -> None:
+    """At interpreter shutdown executors refuse new work: the groups run on the
+    calling thread instead, and the batch still lands."""
+    report = run_child(LATE_FAN_OUT).report()
+    assert report == {"landed": True, "devices": report["devices"]}
+    assert report["devices"] >= 1
