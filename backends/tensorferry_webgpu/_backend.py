@@ -5,11 +5,14 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+import attrs
+
 from tensorferry import (
     BackendUnavailableError,
     ClosedError,
     Device,
     DeviceLostError,
+    MemoryKind,
     Storage,
     Tensor,
     UnknownDeviceError,
@@ -42,7 +45,12 @@ _INSTALL_HINT = (
 
 
 class WebGPUBackend:
-    """One tensorferry device per wgpu adapter, best first, plus adopted devices.
+    """One tensorferry device per wgpu adapter, best first, plus adopted devices,
+    then one host-accessible device (``"webgpu:i:host"``) per adapter that offers
+    wgpu's ``mappable-primary-buffers`` feature (adapters without it, such as
+    Mesa's OpenGL one, have none: their buffers cannot be both mapped and copied
+    by the device). A host-accessible device shares its adapter's index and
+    context, so copies between the two are one ``copy_buffer_to_buffer``.
 
     Each device gets a :class:`Context` lazily, on first use; concurrent first
     uses create exactly one (double-checked locking). A context whose device is
@@ -60,6 +68,13 @@ class WebGPUBackend:
             raise BackendUnavailableError(no_adapter_message(found, _INSTALL_HINT))
         self._adapters: list[wgpu.GPUAdapter] = adapters
         self._devices = [describe(a, i) for i, a in enumerate(adapters)]
+        self._host_devices = {
+            i: attrs.evolve(
+                d, memory=MemoryKind.HOST_ACCESSIBLE, name=f"{d.name} (host-accessible)"
+            )
+            for i, (a, d) in enumerate(zip(adapters, self._devices, strict=True))
+            if MAPPABLE in a.features
+        }
         self._contexts: dict[int, Context] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -69,17 +84,18 @@ class WebGPUBackend:
     # the Backend protocol ---------------------------------------------------
 
     def devices(self) -> list[Device]:
-        """Adapters best first (discrete, integrated, CPU fallbacks), then adopted devices."""
-        return list(self._devices)
+        """Adapters best first (discrete, integrated, CPU fallbacks), then adopted
+        devices, then the adapters' host-accessible devices."""
+        return [*self._devices, *self._host_devices.values()]
 
     def owns(self, device: Device) -> bool:
         """True for a device of this backend instance."""
+        if device.backend != BACKEND_NAME:
+            return False
+        if device.memory is MemoryKind.HOST_ACCESSIBLE:
+            return self._host_devices.get(device.index) == device
         devices = self._devices
-        return (
-            device.backend == BACKEND_NAME
-            and device.index < len(devices)
-            and devices[device.index] == device
-        )
+        return device.index < len(devices) and devices[device.index] == device
 
     def allocate(self, device: Device, nbytes: int) -> WebGPUStorage:
         """A pooled buffer of ``nbytes`` on ``device``; raises OutOfDeviceMemoryError
@@ -90,17 +106,19 @@ class WebGPUBackend:
         if nbytes < 0:
             raise ValueError(f"cannot allocate {nbytes} bytes on {device}; expected nbytes >= 0")
         context = self.context(device)
+        host = device.memory is MemoryKind.HOST_ACCESSIBLE
+        tag = self._host_devices[device.index] if host else None
         if not nbytes:
-            return WebGPUStorage(context, None, 0)
+            return WebGPUStorage(context, None, 0, device=tag)
         try:
-            buffer = context.allocate(nbytes)
+            buffer = context.allocate(nbytes, host=host)
         except DeviceLostError:
             if context.adopted or not context.lost:
                 raise
             # The loss was found just now; new memory goes to a fresh context.
             context = self.context(device)
-            buffer = context.allocate(nbytes)
-        return WebGPUStorage(context, buffer, nbytes)
+            buffer = context.allocate(nbytes, host=host)
+        return WebGPUStorage(context, buffer, nbytes, device=tag)
 
     def read_raw(self, storage: Storage, offset: int, nbytes: int) -> bytes:
         """Bytes of ``storage`` read with plain wgpu-py calls, bypassing the transfer
@@ -118,7 +136,11 @@ class WebGPUBackend:
         if not self.owns(device):
             raise UnknownDeviceError(f"{device} is not a device of this webgpu backend")
         context = self._contexts.get(device.index)
-        return 0 if context is None else context.live_bytes
+        if context is None:
+            return 0
+        if device.memory is MemoryKind.HOST_ACCESSIBLE:
+            return context.host_live_bytes
+        return context.live_bytes
 
     def data_transfers(self) -> list[WebGPUDataTransfer]:
         """The one WebGPU transfer."""
@@ -165,7 +187,13 @@ class WebGPUBackend:
                 raise DeviceLostError(f"the adopted wgpu device behind {device} was lost")
             adapter = self._adapters[index]
             gpu = _open_device(adapter, device, self.options)
-            fresh = Context(self._devices[index], gpu, self.options, backend=self).acquire()
+            fresh = Context(
+                self._devices[index],
+                gpu,
+                self.options,
+                backend=self,
+                map_storage=wants_mapped_storage(self.options, adapter),
+            ).acquire()
             self._contexts[index] = fresh
             self.contexts_created += 1
         if context is not None:
@@ -265,7 +293,9 @@ def _open_device(
     try:
         return adapter.request_device_sync(
             label=f"tensorferry {device}",
-            required_features=[MAPPABLE] if wants_mapped_storage(options, adapter) else [],
+            # Requested wherever offered: host-accessible memory needs it. Device
+            # memory is made mappable only where wants_mapped_storage says so.
+            required_features=[MAPPABLE] if MAPPABLE in adapter.features else [],
             required_limits={
                 "max-buffer-size": limits["max-buffer-size"],
                 "max-storage-buffer-binding-size": limits["max-storage-buffer-binding-size"],

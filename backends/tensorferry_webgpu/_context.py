@@ -9,7 +9,7 @@ from tensorferry import ClosedError, Device, DeviceLostError, OutOfDeviceMemoryE
 from tensorferry_webgpu._buffers import BufferPool, PoolStats, StagingPool
 from tensorferry_webgpu._copy_kernel import CopyKernel, kernel_copies_pay
 from tensorferry_webgpu._errors import translate
-from tensorferry_webgpu._native import guard_device
+from tensorferry_webgpu._native import MAP_USAGE, guard_device, mark_host_accessible
 from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._patch import BytePatcher
 from tensorferry_webgpu._threads import CopyThreads
@@ -50,6 +50,7 @@ class Context:
         *,
         backend: object,
         adopted: bool = False,
+        map_storage: bool | None = None,
     ) -> None:
         import wgpu
 
@@ -62,7 +63,8 @@ class Context:
         self.max_buffer_size = int(gpu.limits["max-buffer-size"])
         self.lock = threading.RLock()
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
-        self.mapped_storage = MAPPABLE in gpu.features
+        mappable = MAPPABLE in gpu.features
+        self.mapped_storage = mappable if map_storage is None else map_storage and mappable
         if self.mapped_storage:
             usage |= wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.MAP_WRITE
         self.pool = BufferPool(
@@ -73,6 +75,21 @@ class Context:
             max_cached_buffers=options.max_cached_buffers,
             max_buffer_size=self.max_buffer_size,
         )
+        # Host-accessible memory: buffers the host maps and the device copies with.
+        self.host_pool = (
+            BufferPool(
+                gpu,
+                usage | MAP_USAGE,
+                mode=options.cache_mode,
+                max_cached_bytes=options.max_cached_bytes,
+                max_cached_buffers=options.max_cached_buffers,
+                max_buffer_size=self.max_buffer_size,
+            )
+            if mappable
+            else None
+        )
+        self.maps_open = 0
+        """Storages of this context whose buffer a ``mapped()`` scope keeps mapped."""
         self.upload_staging, self.download_staging = (
             StagingPool(
                 gpu,
@@ -93,6 +110,7 @@ class Context:
         self.threads = CopyThreads(options.copy_threads)
         self._refs = 0
         self._live_bytes = 0
+        self._host_live_bytes = 0
         self._state_lock = threading.Lock()
         self.closed = False
         self.lost = False
@@ -101,15 +119,24 @@ class Context:
     def _destroyed(self) -> None:
         self.lost = True
 
-    def count_live(self, delta: int) -> None:
-        """Add ``delta`` to the bytes held by live pooled storage (negative when freed)."""
+    def count_live(self, delta: int, *, host: bool = False) -> None:
+        """Add ``delta`` to the bytes held by live pooled storage (negative when
+        freed) of device memory, or of host-accessible memory with ``host``."""
         with self._state_lock:
-            self._live_bytes += delta
+            if host:
+                self._host_live_bytes += delta
+            else:
+                self._live_bytes += delta
 
     @property
     def live_bytes(self) -> int:
         """Bytes of pooled storage that tensors still hold (idle pooled buffers excluded)."""
         return self._live_bytes
+
+    @property
+    def host_live_bytes(self) -> int:
+        """Bytes of host-accessible storage that tensors still hold."""
+        return self._host_live_bytes
 
     def copy_kernel(self) -> CopyKernel:
         """The device's copy kernel, built on first use (callers hold ``lock``)."""
@@ -155,6 +182,8 @@ class Context:
             self.upload_staging.close()
             self.download_staging.close()
             self.pool.close()
+            if self.host_pool is not None:
+                self.host_pool.close()
             self.threads.close()
 
     def check_usable(self) -> None:
@@ -177,8 +206,9 @@ class Context:
 
     # memory -----------------------------------------------------------------
 
-    def allocate(self, nbytes: int) -> wgpu.GPUBuffer:
-        """A pooled storage buffer of at least ``nbytes`` bytes.
+    def allocate(self, nbytes: int, *, host: bool = False) -> wgpu.GPUBuffer:
+        """A pooled storage buffer of at least ``nbytes`` bytes (host-accessible
+        with ``host``, on a device with :data:`MAPPABLE` only).
 
         Raises :class:`OutOfDeviceMemoryError` when ``nbytes`` exceeds the
         device's largest buffer (rounded down to whole 4-byte words) or the
@@ -192,6 +222,9 @@ class Context:
                 "4-byte words)"
             )
         try:
+            if host:
+                assert self.host_pool is not None, "only mappable devices have host memory"
+                return mark_host_accessible(self.host_pool.acquire(nbytes))
             return self.pool.acquire(nbytes)
         except Exception as exc:
             raise self.failure(exc, allocating=True) from exc

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tensorferry_webgpu._copy_kernel import WORD
-from tensorferry_webgpu._native import down4, up4
+from tensorferry_webgpu._native import down4, is_host_accessible, up4
 
 if TYPE_CHECKING:
     import wgpu
@@ -70,7 +70,9 @@ class DeviceCopier:
             not context.kernel_copies
             or n < context.options.kernel_copy_min
             or (src_offset - dst_offset) % WORD
-        ):
+            or is_host_accessible(src)
+            or is_host_accessible(dst)
+        ):  # host-accessible memory: one DMA, never a kernel reading it word by word
             encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, n)
             return
         body = (n - head) // WORD * WORD

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from tensorferry_webgpu._native import MAP_READ, MAP_USAGE, MAP_WRITE, down8, mapped_array, up4
+from tensorferry_webgpu._native import (
+    MAP_READ,
+    MAP_USAGE,
+    MAP_WRITE,
+    down8,
+    is_host_accessible,
+    mapped_array,
+    up4,
+)
 
 if TYPE_CHECKING:
     import wgpu
@@ -27,12 +35,13 @@ Bytes = npt.NDArray[np.uint8]
 
 def maps_directly(context: Context, buffer: wgpu.GPUBuffer, nbytes: int) -> bool:
     """Whether a copy of ``nbytes`` to or from ``buffer`` maps it (unified memory,
-    a mappable buffer, at least ``direct_min`` bytes)."""
+    a mappable buffer, at least ``direct_min`` bytes; or host-accessible memory,
+    always)."""
     return (
         context.mapped_storage
         and nbytes >= context.options.direct_min
         and buffer.usage & MAP_USAGE == MAP_USAGE
-    )
+    ) or is_host_accessible(buffer)
 
 
 class DirectCopier:

@@ -51,7 +51,10 @@ __all__ = [
     "down8",
     "guard",
     "guard_device",
+    "is_host_accessible",
+    "mapped_address",
     "mapped_array",
+    "mark_host_accessible",
     "request_map",
     "up4",
     "up_to",
@@ -245,6 +248,36 @@ def mapped_array(buffer: wgpu.GPUBuffer, offset: int, size: int) -> npt.NDArray[
     if pointer == native.null:
         raise DeviceLostError("wgpu returned no mapped memory (the device is gone)")
     return np.frombuffer(native.buffer(pointer, size), np.uint8)
+
+
+def mapped_address(buffer: wgpu.GPUBuffer, offset: int, size: int) -> int:
+    """The address of ``size`` mapped bytes at ``offset`` (inside the mapped range).
+
+    For host-accessible tensors' scopes, which build their own numpy array over
+    it; no array over it may outlive the unmap. Raises :class:`DeviceLostError`
+    as :func:`mapped_array` does.
+    """
+    if _destroying(buffer._device):
+        raise DeviceLostError("the wgpu device was destroyed while its buffer was mapped")
+    native = _native()
+    pointer = native.libf.wgpuBufferGetMappedRange(buffer._internal, offset, size)
+    if pointer == native.null:
+        raise DeviceLostError("wgpu returned no mapped memory (the device is gone)")
+    return int(native.cast("uintptr_t", pointer))
+
+
+_HOST_MARK = "tensorferry_host_accessible"
+
+
+def mark_host_accessible(buffer: wgpu.GPUBuffer) -> wgpu.GPUBuffer:
+    """Mark ``buffer`` as host-accessible tensor memory (copies with the host map it)."""
+    setattr(buffer, _HOST_MARK, True)
+    return buffer
+
+
+def is_host_accessible(buffer: wgpu.GPUBuffer) -> bool:
+    """Whether :func:`mark_host_accessible` marked ``buffer``."""
+    return getattr(buffer, _HOST_MARK, False) is True
 
 
 def _destroying(gpu: wgpu.GPUDevice) -> bool:

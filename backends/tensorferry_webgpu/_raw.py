@@ -24,6 +24,7 @@ def _check(storage: object, offset: int, nbytes: int) -> WebGPUStorage:
         )
     if storage.closed:
         raise ClosedError(f"the storage on {storage.device} is released")
+    storage.settle()  # a buffer a mapped() scope keeps mapped must not be copied
     return storage
 
 
@@ -31,7 +32,8 @@ def read_raw(storage: object, offset: int, nbytes: int) -> bytes:
     """The ``nbytes`` bytes at ``offset`` in ``storage``, through ``queue.read_buffer``.
 
     Raises ``TypeError`` for storage of another backend, ``ValueError`` for a
-    range outside it, :class:`ClosedError` for released storage.
+    range outside it, :class:`ClosedError` for released storage,
+    :class:`~tensorferry.MappedError` for storage a ``mapped()`` scope keeps mapped.
     """
     checked = _check(storage, offset, nbytes)
     if nbytes == 0 or checked.buffer is None:

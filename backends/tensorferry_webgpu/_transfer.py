@@ -45,10 +45,15 @@ class WebGPUDataTransfer:
         self._contexts: list[Context] = []
 
     def can_copy(self, src_device: Device, dst_device: Device) -> bool:
-        """Host <-> own device, or within one own device."""
+        """Host <-> own device, or within one adapter's memory (its device memory
+        and its host-accessible memory, which share one wgpu device)."""
         owns = self._owns
         if owns(src_device):
-            return dst_device == src_device or dst_device.is_host
+            return (
+                dst_device == src_device
+                or dst_device.is_host
+                or (dst_device.index == src_device.index and owns(dst_device))
+            )
         return src_device.is_host and owns(dst_device)
 
     def copy_tensors(self, pairs: Sequence[CopyPair]) -> None:
@@ -177,6 +182,9 @@ class WebGPUDataTransfer:
         context.check_usable()
         if context.backend is not self._owner:
             raise ValueError(f"{tensor!r} belongs to another WebGPU backend instance")
+        if storage.mapping is not None:
+            storage.settle()  # raises while a scope or its arrays are alive, else unmaps
+            return context
         assert buffer is not None
         raise ValueError(
             f"the wgpu buffer behind {tensor!r} is {buffer.map_state}; expected it unmapped "
@@ -192,4 +200,19 @@ class WebGPUDataTransfer:
         for context, ops in runs:
             if context not in self._contexts:
                 self._hold(context)
-            run_batch(context, ops)
+            if context.maps_open:
+                # A mapped() scope opened after this batch was planned (async copies):
+                # check again under the lock that maps, before anything is submitted.
+                with context.lock:
+                    _check_unmapped(ops)
+                    run_batch(context, ops)
+            else:
+                run_batch(context, ops)
+
+
+def _check_unmapped(ops: list[Op]) -> None:
+    """Raise :class:`~tensorferry.MappedError` when an op's storage is kept mapped."""
+    for op in ops:
+        for storage in op:
+            if isinstance(storage, WebGPUStorage) and storage.mapping is not None:
+                storage.settle()

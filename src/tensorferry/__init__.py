@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         ForeignTensorError,
         IncompatibleTensorsError,
         InvalidArrayError,
+        MappedError,
         NoTransferError,
         OutOfDeviceMemoryError,
         TensorferryError,
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from tensorferry.manager import DataTransferManager
     from tensorferry.policy import DevicePolicy, DevicePolicyDelegate
     from tensorferry.registry import ENTRY_POINT_GROUP
-    from tensorferry.storage import HostStorage, Storage
+    from tensorferry.storage import HostStorage, MappableStorage, Storage
     from tensorferry.tensor import Tensor
     from tensorferry.transfer import (
         AsyncDataTransfer,
@@ -71,6 +72,7 @@ _HOMES = {
     "ForeignTensorError": "errors",
     "IncompatibleTensorsError": "errors",
     "InvalidArrayError": "errors",
+    "MappedError": "errors",
     "NoTransferError": "errors",
     "OutOfDeviceMemoryError": "errors",
     "TensorferryError": "errors",
@@ -81,6 +83,7 @@ _HOMES = {
     "DevicePolicy": "policy",
     "DevicePolicyDelegate": "policy",
     "HostStorage": "storage",
+    "MappableStorage": "storage",
     "Storage": "storage",
     "Tensor": "tensor",
     "AsyncDataTransfer": "transfer",
@@ -128,6 +131,8 @@ __all__ = [
     "IDataTransfer",
     "IncompatibleTensorsError",
     "InvalidArrayError",
+    "MappableStorage",
+    "MappedError",
     "MemoryKind",
     "MemoryUsage",
     "NoTransferError",

@@ -3,16 +3,18 @@
 One grammar, parsed strictly in one place, so that every entry point that takes
 a device string accepts and refuses the same things::
 
-    spec  := name ":" index | text
+    spec  := name ":" index [":" "host"] | text
     name  := one or more characters other than ":" and whitespace
     index := "0" | a digit 1-9 followed by digits      (no sign, no leading zeros)
     text  := anything without ":"  (a backend name, a device type, or text in a
                                     device's name: the environment decides)
 
 Surrounding whitespace is ignored and specs are case-insensitive (``" WebGPU:0 "``
-is ``"webgpu:0"``); an indexed spec with whitespace inside (``"webgpu : 0"``) is
-refused with a message saying so. To add a form, extend :class:`DeviceSpec` and
-:func:`parse_device_spec`; callers only see those.
+is ``"webgpu:0"``); ``":host"`` after an index names the device's
+host-accessible memory (``MemoryKind.HOST_ACCESSIBLE``); an indexed spec
+with whitespace inside (``"webgpu : 0"``) is refused with a message saying
+so. To add a form, extend :class:`DeviceSpec` and :func:`parse_device_spec`;
+callers only see those.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import re
 
 import attrs
 
+from tensorferry.device import MemoryKind
 from tensorferry.errors import UnknownDeviceError
 
 __all__ = ["DeviceSpec", "normalize_backend_name", "parse_device_spec"]
 
 _EXPECTED = (
     "expected 'backend' or 'backend:index' (such as 'cpu', 'webgpu' or 'webgpu:1'), "
+    "'backend:index:host' for host-accessible memory (such as 'webgpu:0:host'), "
     "a device type such as 'gpu', or text in a device's name"
 )
 _NAME = re.compile(r"[^\s:]+")
@@ -37,10 +41,12 @@ _INDEX = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 class DeviceSpec:
     """A parsed device string: a backend name (or, without index, any text the
     environment matches against backend names, device types and device names)
-    and, optionally, a device index."""
+    and, optionally, a device index and the memory kind (``":host"`` after the
+    index: :attr:`MemoryKind.HOST_ACCESSIBLE`)."""
 
     backend: str
     index: int | None = None
+    memory: MemoryKind = MemoryKind.DEFAULT
 
 
 def normalize_backend_name(name: str) -> str:
@@ -61,7 +67,7 @@ def normalize_backend_name(name: str) -> str:
 
 
 def parse_device_spec(spec: str) -> DeviceSpec:
-    """Parse ``"name"`` or ``"name:index"`` (see the module docstring for the grammar).
+    """Parse ``"name"``, ``"name:index"`` or ``"name:index:host"`` (grammar: module docstring).
 
     Raises ``TypeError`` when ``spec`` is not a string and
     :class:`UnknownDeviceError` (a ``LookupError``) naming what was wrong and
@@ -81,9 +87,18 @@ def parse_device_spec(spec: str) -> DeviceSpec:
         )
     if not _NAME.fullmatch(name):
         raise UnknownDeviceError(f"the device spec {spec!r} has no backend name; {_EXPECTED}")
+    index, colon, kind = index.partition(":")
+    memory = MemoryKind.DEFAULT
+    if colon:
+        if kind != "host":
+            raise UnknownDeviceError(
+                f"the device spec {spec!r} has memory kind {kind!r}; the only memory kind "
+                f"a spec names is 'host' (host-accessible memory); {_EXPECTED}"
+            )
+        memory = MemoryKind.HOST_ACCESSIBLE
     if not _INDEX.fullmatch(index):
         raise UnknownDeviceError(
             f"the device spec {spec!r} has index {index!r}, not a non-negative integer "
             f"written in digits without sign or leading zeros; {_EXPECTED}"
         )
-    return DeviceSpec(name, int(index))
+    return DeviceSpec(name, int(index), memory)

@@ -66,7 +66,8 @@ class Device:
     expresses the same rule through the PCI vendor id). ``name`` and
     ``properties`` are for people choosing a device and take no part in equality.
 
-    ``str(device)`` is ``"backend:index"`` (``"cpu"`` for the host), the form
+    ``str(device)`` is ``"backend:index"`` (``"cpu"`` for the host, and
+    ``"backend:index:host"`` for host-accessible memory), the form
     :meth:`tensorferry.Environment.device` parses. ``properties`` may be given as
     a mapping or as ``(key, value)`` pairs, values ints or strs (``TypeError``
     otherwise).
@@ -104,7 +105,11 @@ class Device:
         return default
 
     def __str__(self) -> str:
-        return "cpu" if self.is_host else f"{self.backend}:{self.index}"
+        if self.is_host:
+            return "cpu"
+        if self.memory is MemoryKind.HOST_ACCESSIBLE:
+            return f"{self.backend}:{self.index}:host"
+        return f"{self.backend}:{self.index}"
 
     def __repr__(self) -> str:
         return f"<Device {self} {self.type.name} {self.name!r}>"

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from tensorferry._fill import element_bytes
 from tensorferry._spec import normalize_backend_name, parse_device_spec
 from tensorferry.backend import Backend, BackendFactory, Filler
-from tensorferry.device import HOST, Device, DeviceType
+from tensorferry.device import HOST, Device, DeviceType, MemoryKind
 from tensorferry.errors import (
     BackendUnavailableError,
     ClosedError,
@@ -222,16 +222,21 @@ class Environment:
         ]
         return [d for d in found if type is None or d.type == type]
 
-    def device(self, spec: str | Device) -> Device:
+    def device(self, spec: str | Device, *, memory: MemoryKind | None = None) -> Device:
         """Resolve a device spec or a :class:`Device` to a device of this environment.
 
         A spec is, in this order of precedence: a backend name, ``"cpu"`` (host
         memory) or ``"webgpu"`` (that backend's best device), optionally with
-        an index (``"webgpu:1"``); a device type, ``"gpu"`` or ``"npu"`` (the
-        first device of that type, see :meth:`devices`); or text contained in a
-        device's name (``"llvmpipe"``, ``"NVIDIA"``, ``"via OpenGL"``, the first
-        such device). Software adapters such as llvmpipe are devices of type
-        CPU: ``"gpu"`` never means one.
+        an index (``"webgpu:1"``) and, after the index, ``":host"`` for that
+        device's host-accessible memory (``"webgpu:0:host"``); a device type,
+        ``"gpu"`` or ``"npu"`` (the first device of that type, see
+        :meth:`devices`); or text contained in a device's name (``"llvmpipe"``,
+        ``"NVIDIA"``, ``"via OpenGL"``, the first such device). Software adapters
+        such as llvmpipe are devices of type CPU: ``"gpu"`` never means one.
+
+        ``memory`` picks the memory kind: ``env.device("webgpu:0",
+        memory=MemoryKind.HOST_ACCESSIBLE)`` is ``env.device("webgpu:0:host")``.
+        Without it a spec means the default memory unless it ends in ``":host"``.
 
         An index is written in plain digits (no sign, no leading zeros), and an
         indexed spec has no whitespace inside; surrounding whitespace and letter
@@ -239,30 +244,49 @@ class Environment:
         :class:`UnknownDeviceError` (a ``LookupError``) for a spec that does not
         parse or names no device (the message lists the devices there are),
         :class:`BackendUnavailableError` with the reason a backend did not load,
-        and ``TypeError`` for anything but a ``str`` or a ``Device``.
+        ``TypeError`` for anything but a ``str`` or a ``Device`` (or a
+        ``memory`` that is not a :class:`MemoryKind`) and ``ValueError`` when
+        ``memory`` contradicts the spec.
         """
+        if memory is not None and not isinstance(memory, MemoryKind):
+            raise TypeError(
+                f"memory must be a tensorferry.MemoryKind or None, got {type(memory).__name__}"
+            )
         if isinstance(spec, Device):
+            if memory is not None and spec.memory is not memory:
+                raise ValueError(f"{spec} has {spec.memory.name} memory, not {memory.name}")
             if spec in self.backend(spec.backend).devices():
                 return spec
             raise UnknownDeviceError(f"{spec} is not a device of this environment")
         parsed = parse_device_spec(spec)
+        if memory is not None and parsed.memory not in (MemoryKind.DEFAULT, memory):
+            raise ValueError(
+                f"the device spec {spec!r} names {parsed.memory.name} memory but "
+                f"memory={memory.name} was given; expected one of them, or both the same"
+            )
+        wanted = parsed.memory if memory is None else memory
         if parsed.index is None and parsed.backend not in self.backend_names:
-            return self._match_device(spec)
+            return self._match_device(spec, wanted)
         backend_devices = list(self.backend(parsed.backend).devices())
+        kind_devices = [d for d in backend_devices if d.memory is wanted]
         if parsed.index is None:
-            if not backend_devices:
-                raise UnknownDeviceError(f"backend {parsed.backend!r} has no devices")
-            return backend_devices[0]
-        match = [d for d in backend_devices if d.index == parsed.index]
+            if not kind_devices:
+                raise UnknownDeviceError(
+                    f"backend {parsed.backend!r} has no devices with {wanted.name} memory; "
+                    f"it has {[str(d) for d in backend_devices]}"
+                )
+            return kind_devices[0]
+        match = [d for d in kind_devices if d.index == parsed.index]
         if not match:
+            shown = repr(spec) if memory is None else f"{spec!r} with {memory.name} memory"
             raise UnknownDeviceError(
-                f"no device {spec!r}; backend {parsed.backend!r} has "
+                f"no device {shown}; backend {parsed.backend!r} has "
                 f"{[str(d) for d in backend_devices]}"
             )
         return match[0]
 
-    def _match_device(self, spec: str) -> Device:
-        devices = self.devices()
+    def _match_device(self, spec: str, memory: MemoryKind) -> Device:
+        devices = [d for d in self.devices() if d.memory is memory]
         found = match_device(devices, spec)
         if found is None:
             raise UnknownDeviceError(

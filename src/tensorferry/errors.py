@@ -13,6 +13,7 @@ __all__ = [
     "ForeignTensorError",
     "IncompatibleTensorsError",
     "InvalidArrayError",
+    "MappedError",
     "NoTransferError",
     "OutOfDeviceMemoryError",
     "TensorferryError",
@@ -70,3 +71,8 @@ class DeviceLostError(TensorferryError, RuntimeError):
 class OutOfDeviceMemoryError(TensorferryError, MemoryError):
     """An allocation does not fit on the device: larger than its maximum buffer
     size, or the device ran out of memory. The message names the sizes."""
+
+
+class MappedError(TensorferryError, BufferError):
+    """Memory is mapped for the host by a ``tensor.mapped()`` scope, or an array
+    from one is still alive, so it cannot be copied (or mapped again) now."""

@@ -7,6 +7,7 @@ here, as :class:`HostStorage`, a flat ``uint8`` numpy array.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -16,7 +17,7 @@ import numpy.typing as npt
 from tensorferry.device import HOST, Device
 from tensorferry.errors import InvalidArrayError, OutOfDeviceMemoryError
 
-__all__ = ["HostStorage", "Storage"]
+__all__ = ["HostStorage", "MappableStorage", "Storage"]
 
 
 @runtime_checkable
@@ -46,6 +47,32 @@ class Storage(Protocol):
     @property
     def closed(self) -> bool:
         """True once the memory has been released."""
+        ...
+
+
+@runtime_checkable
+class MappableStorage(Protocol):
+    """Optional storage capability: the host addresses the memory directly, zero-copy.
+
+    What :meth:`tensorferry.Tensor.mapped` delegates to (host-accessible memory,
+    ``MemoryKind.HOST_ACCESSIBLE``). The returned context manager's ``__enter__``
+    gives a numpy array of ``shape`` and ``dtype`` over the ``nbytes`` bytes at
+    byte ``offset`` of the storage, read-only unless ``writable``. The
+    implementation must guarantee that no array it gave out can outlive the
+    memory's mapping: while the scope is open copies of the storage refuse, and
+    an array still referenced after the scope keeps the memory mapped.
+    """
+
+    def map_range(
+        self,
+        offset: int,
+        nbytes: int,
+        shape: tuple[int, ...],
+        dtype: np.dtype[np.generic],
+        *,
+        writable: bool,
+    ) -> AbstractContextManager[npt.NDArray[np.generic]]:
+        """A scope whose ``__enter__`` returns the array over the range."""
         ...
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, SupportsIndex, cast
 
 import attrs
@@ -13,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tensorferry.errors import InvalidArrayError, UnsupportedDtypeError
-from tensorferry.storage import HostStorage, Storage
+from tensorferry.storage import HostStorage, MappableStorage, Storage
 
 if TYPE_CHECKING:
     from tensorferry.device import Device
@@ -263,6 +265,32 @@ class Tensor:
         if not self.storage.writable:
             array.flags.writeable = False
         return array
+
+    def mapped(self) -> AbstractContextManager[npt.NDArray[np.generic]]:
+        """``with t.mapped() as a:``, a numpy array that *is* the tensor's memory, zero-copy.
+
+        For host-accessible memory (``MemoryKind.HOST_ACCESSIBLE``, storage with
+        the :class:`~tensorferry.MappableStorage` capability) and for host
+        memory (where it is :meth:`host_array`). The array is writable unless
+        the tensor is read-only. While the scope is open, copies to or from the
+        tensor's memory raise; after it, an array (or a view of it) that is
+        still referenced keeps the memory mapped, so no array can ever point at
+        memory the host lost access to. Raises ``TypeError`` for a tensor whose
+        memory the host cannot address (use :meth:`numpy` for a copy), and what
+        the backend raises for memory that is mapped already or released.
+        """
+        storage = self.storage
+        if isinstance(storage, HostStorage):
+            return contextlib.nullcontext(self.host_array())
+        if not isinstance(storage, MappableStorage):
+            raise TypeError(
+                f"mapped() needs host-accessible memory, got a tensor on {self.device}; "
+                "allocate it on a device's host-accessible memory (such as 'webgpu:0:host') "
+                "or use tensor.numpy() for a copy"
+            )
+        return storage.map_range(
+            self.offset, self.nbytes, self.shape, self.dtype, writable=storage.writable
+        )
 
     def numpy(self, out: npt.NDArray[np.generic] | None = None) -> npt.NDArray[np.generic]:
         """A host copy of the tensor as a numpy array (written into ``out`` if given).

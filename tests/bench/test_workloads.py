@@ -284,3 +284,37 @@ def test_device_facts_used_to_plan() -> None:
         assert max_buffer_size(device) == int(device.property("max_buffer_size"))
         assert not is_gpu(env.device("cpu"))
         assert max_buffer_size(env.device("cpu")) is None
+
+
+def test_host_accessible_path_runs_verified_beside_the_others(
+    lavapipe: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``tensorferry-host-accessible`` (asked for by name) measures uploads from and
+    downloads into host-accessible memory, each verified before it is timed."""
+    with tf.Environment() as env:
+        device = env.device("webgpu")
+        try:
+            env.device(str(device), memory=tf.MemoryKind.HOST_ACCESSIBLE)
+        except tf.UnknownDeviceError:
+            pytest.skip("the default webgpu device has no host-accessible memory")
+    status, document = _bench(
+        tmp_path,
+        "--device",
+        "webgpu",
+        "--sizes",
+        "4K,1M",
+        "--ops",
+        "upload,download,d2d",
+        "--paths",
+        "tensorferry,tensorferry-host-accessible",
+    )
+    report = capsys.readouterr().out
+    assert status == 0, report
+    ours = {
+        (r["op"], r["nbytes"]): r
+        for r in document["results"]
+        if r["path"] == "tensorferry-host-accessible"
+    }
+    assert set(ours) == {(op, n) for op in ("upload", "download") for n in (4096, 1 << 20)}
+    assert all(r["verified"] for r in ours.values()), report
+    assert "host-accessible tensor" in report

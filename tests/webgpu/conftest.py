@@ -54,11 +54,16 @@ def _ensure_xdg_runtime_dir() -> str:
 
 @functools.cache
 def _device_labels() -> tuple[str, ...]:
-    """``webgpu:i-<backend type>`` for every device the backend lists, in its order."""
+    """``webgpu:i-<backend type>`` for every device of default memory the backend
+    lists, in its order."""
     _ensure_xdg_runtime_dir()
     backend = tw.WebGPUBackend()
     try:
-        return tuple(f"{d}-{d.property('backend_type')}" for d in backend.devices())
+        return tuple(
+            f"{d}-{d.property('backend_type')}"
+            for d in backend.devices()
+            if d.memory is tf.MemoryKind.DEFAULT  # host-accessible twins share the index
+        )
     finally:
         backend.close()
 

@@ -20,7 +20,9 @@ ROUNDS = 3
 def test_no_context_before_first_use(fresh_env: tf.Environment) -> None:
     env = fresh_env
     backend = tw.backend_of(env)
-    devices = [d for d in env.devices() if d.backend == "webgpu"]
+    devices = [
+        d for d in env.devices() if d.backend == "webgpu" and d.memory is tf.MemoryKind.DEFAULT
+    ]
     env.device("webgpu:0")
     assert backend.contexts_created == 0, "listing or resolving devices must not create contexts"
     env.empty((8,), np.float32, devices[0])
@@ -73,7 +75,9 @@ def test_lazy_init_race_on_every_device_and_the_backend(
     make_env: Callable[..., tf.Environment], env: tf.Environment
 ) -> None:
     """The threads also race to load the backend: one backend, one context per device."""
-    names = [str(d) for d in env.devices() if d.backend == "webgpu"]
+    names = [
+        str(d) for d in env.devices() if d.backend == "webgpu" and d.memory is tf.MemoryKind.DEFAULT
+    ]
     for _ in range(ROUNDS):
         fresh = make_env()
         tensors, errors = _first_use_race(fresh, names)
@@ -127,7 +131,9 @@ def test_env_close_closes_every_context(fresh_env: tf.Environment) -> None:
     backend closes')."""
     env = fresh_env
     backend = tw.backend_of(env)
-    devices = [d for d in env.devices() if d.backend == "webgpu"]
+    devices = [
+        d for d in env.devices() if d.backend == "webgpu" and d.memory is tf.MemoryKind.DEFAULT
+    ]
     used = [backend.context(d) for d in devices]
     held = backend.acquire_context(devices[0])
     env.close()

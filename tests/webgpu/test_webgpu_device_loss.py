@@ -24,7 +24,7 @@ env = tf.Environment()
 backend = tw.backend_of(env)
 index = int(sys.argv[1])
 device = env.device(f"webgpu:{index}")
-others = [d for d in env.devices() if d.backend == "webgpu" and d != device]
+others = [d for d in env.devices() if d.backend == "webgpu" and d.index != device.index]
 
 
 def attempt(action):

@@ -33,7 +33,11 @@ def expected_order(adapters: list[Any]) -> list[str]:
 
 
 def webgpu_devices(env: tf.Environment) -> list[tf.Device]:
-    return [d for d in env.devices() if d.backend == "webgpu"]
+    return [
+        d
+        for d in env.devices()
+        if d.backend == "webgpu" and d.memory is tf.MemoryKind.DEFAULT  # one per adapter
+    ]
 
 
 @pytest.fixture

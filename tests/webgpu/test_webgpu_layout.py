@@ -20,6 +20,7 @@ LAYERS = [
     {"_buffers", "_errors"},
     {"_options"},
     {"_context"},
+    {"_mapping"},
     {"_storage", "_queue"},
     {"_ops"},
     {"_upload", "_download", "_direct", "_device_copy", "_fill", "_raw"},

@@ -176,7 +176,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         type=_choices(PATH_NAMES),
         help=f"comma-separated paths: {', '.join(PATH_NAMES)} (default: all but "
         "tensorferry-nowait, which times tensorferry's copies into device memory without "
-        "waiting for the device)",
+        "waiting for the device, and tensorferry-host-accessible, uploads from and downloads "
+        "into the device's host-accessible memory)",
     )
     parser.add_argument("--repeats", type=int, help="timed runs per case, at least (default 5)")
     parser.add_argument("--warmup", type=int, help="untimed runs per case first (default 2)")

@@ -37,12 +37,16 @@ PATH_NAMES = (
     "numpy.copyto",
     "torch-cuda",
     "torch-cuda-pinned",
+    "tensorferry-host-accessible",
     "ort-webgpu",
 )
 """Every path the benchmark knows, in table order."""
 
-DEFAULT_PATHS = tuple(name for name in PATH_NAMES if name != "tensorferry-nowait")
-"""What a run measures unless ``--paths`` says otherwise."""
+_OPT_IN = frozenset({"tensorferry-nowait", "tensorferry-host-accessible"})
+
+DEFAULT_PATHS = tuple(name for name in PATH_NAMES if name not in _OPT_IN)
+"""What a run measures unless ``--paths`` says otherwise (``tensorferry-nowait`` and
+``tensorferry-host-accessible``, upload/download only, are asked for by name)."""
 
 DEFAULT_SIZES = tuple(4**k * 1024 for k in range(1, 10))
 """Powers of 4 from 4 KiB to 256 MiB."""
@@ -168,6 +172,11 @@ def _openers(tensorferry: TensorferryPath) -> dict[str, Callable[[], TransferPat
 
         return OrtWebGpuPath()
 
+    def host_accessible() -> TransferPath:
+        from ._host_accessible import HostAccessiblePath
+
+        return HostAccessiblePath(tensorferry.environment, tensorferry.device)
+
     return {
         "tensorferry": lambda: tensorferry,
         "tensorferry-nowait": tensorferry.without_wait,
@@ -175,6 +184,7 @@ def _openers(tensorferry: TensorferryPath) -> dict[str, Callable[[], TransferPat
         "numpy.copyto": numpy,
         "torch-cuda": torch(False),
         "torch-cuda-pinned": torch(True),
+        "tensorferry-host-accessible": host_accessible,
         "ort-webgpu": ort,
     }
 

@@ -20,7 +20,10 @@ def test_backend_names_its_devices(
     tensorferry_env: tf.Environment, tensorferry_backend: str
 ) -> None:
     """A backend's devices carry its name, are distinct, and parse back from their
-    string form (``"name:index"``); the bare name means the first device."""
+    string form (``"name:index"``, ``"name:index:host"`` for host-accessible
+    memory); the bare name means the first device. Devices of the default memory
+    come first, numbered 0, 1, ...; each host-accessible device has the index of
+    a default device (the same hardware) and appears at most once per index."""
     env, name = tensorferry_env, tensorferry_backend
     backend = env.backend(name)
     assert isinstance(backend, tf.Backend)
@@ -28,13 +31,25 @@ def test_backend_names_its_devices(
     devices = list(backend.devices())
     assert devices, f"backend {name!r} lists no devices"
     assert len(set(devices)) == len(devices), f"devices are not distinct: {devices}"
-    assert [d.index for d in devices] == list(range(len(devices))), (
+    default = [d for d in devices if d.memory is tf.MemoryKind.DEFAULT]
+    host = [d for d in devices if d.memory is tf.MemoryKind.HOST_ACCESSIBLE]
+    assert devices == default + host, (
+        f"devices of the default memory must come first, got {[str(d) for d in devices]}"
+    )
+    assert [d.index for d in default] == list(range(len(default))), (
         f"device i of the list must be {name}:i, got {[str(d) for d in devices]}"
+    )
+    assert len({d.index for d in host}) == len(host), f"host-accessible indices repeat: {host}"
+    assert {d.index for d in host} <= {d.index for d in default}, (
+        f"a host-accessible device's index must be a default device's, got {host}"
     )
     for device in devices:
         assert isinstance(device, tf.Device)
         assert device.backend == name
-        if not device.is_host:
+        if device.memory is tf.MemoryKind.HOST_ACCESSIBLE:
+            assert str(device) == f"{name}:{device.index}:host"
+            assert env.device(f"{name}:{device.index}", memory=device.memory) == device
+        elif not device.is_host:
             assert str(device) == f"{name}:{device.index}"
         assert env.device(str(device)) == device
         assert env.device(device) == device
