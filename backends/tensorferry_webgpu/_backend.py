@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING
 
@@ -290,6 +291,8 @@ def _open_device(
     shaders on some OpenGL contexts).
     """
     limits = adapter.limits
+    # After wgpu is imported: it installs its own logger class for "wgpu".
+    logging.getLogger("wgpu").addFilter(_QUIET)  # adding the same filter twice is a no-op
     try:
         return adapter.request_device_sync(
             label=f"tensorferry {device}",
@@ -313,6 +316,21 @@ def _open_device(
             "choose another device (tensorferry devices lists them)"
         ) from exc
 
+
+class _DeliberateFeature(logging.Filter):
+    """Drops wgpu's warning that mappable-primary-buffers is on for a discrete GPU.
+
+    The warning is about GPU work on mappable buffers, which live in slower
+    memory there. tensorferry asks for the feature only for host-accessible
+    tensors, whose buffers are copy endpoints; device tensors never get map
+    usage on a discrete GPU. The warning would otherwise greet every user.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "MAPPABLE_PRIMARY_BUFFERS enabled on a discrete gpu" not in record.getMessage()
+
+
+_QUIET = _DeliberateFeature()
 
 _GL_BACKENDS = frozenset({"OpenGL", "OpenGLES"})
 

@@ -189,3 +189,26 @@ def test_adapters_env_matching_nothing(
         env.empty(4, np.float32, "webgpu")
     data = np.arange(7, dtype=np.float64)
     np.testing.assert_array_equal(env.from_numpy(data).numpy(), data)
+
+
+def test_only_the_deliberate_feature_warning_is_silenced(env: tf.Environment) -> None:
+    """tensorferry asks for mappable-primary-buffers on discrete GPUs on purpose (for
+    host-accessible tensors); wgpu's warning about it is dropped, nothing else."""
+    import logging
+
+    for device in env.devices():  # opening a device through the backend installs the filter
+        if device.backend == "webgpu":
+            env.empty(4, np.uint8, device)
+            break
+    wgpu_logger = logging.getLogger("wgpu")
+
+    def passes(message: str) -> bool:
+        record = wgpu_logger.makeRecord("wgpu", logging.WARNING, __file__, 1, message, (), None)
+        return all(f.filter(record) for f in wgpu_logger.filters if hasattr(f, "filter"))
+
+    assert not passes(
+        "Feature MAPPABLE_PRIMARY_BUFFERS enabled on a discrete gpu. This is a massive "
+        "performance footgun and likely not what you wanted"
+    )
+    assert passes("Device lost")
+    assert passes("Validation Error: something else")
