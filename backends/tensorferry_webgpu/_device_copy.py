@@ -44,12 +44,12 @@ class DeviceCopier:
         if src is dst:
             start, end = down4(src_offset), up4(src_offset + n)
             snapshot = queue.scratch(end - start)
-            queue.encoder().copy_buffer_to_buffer(src, start, snapshot, 0, end - start)
+            queue.copy(src, start, snapshot, 0, end - start)
             src, src_offset = snapshot, src_offset - start
         lo, hi = up4(dst_offset), down4(dst_offset + n)
         if (src_offset - dst_offset) % 4 == 0 and hi > lo:
             shift = src_offset - dst_offset
-            queue.encoder().copy_buffer_to_buffer(src, lo + shift, dst, lo, hi - lo)
+            queue.copy(src, lo + shift, dst, lo, hi - lo)
             if lo > dst_offset:
                 queue.patch_copy(dst, dst_offset, src, src_offset, lo - dst_offset)
             if dst_offset + n > hi:
@@ -64,15 +64,15 @@ class DeviceCopier:
         or the kernel for large copies where the context says it pays (its
         16-byte words need both offsets equally aligned; the command does the rest)."""
         context = self._context
-        encoder = self._queue.encoder()
         head = -src_offset % WORD
         if (
             not context.kernel_copies
             or n < context.options.kernel_copy_min
             or (src_offset - dst_offset) % WORD
         ):
-            encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, n)
+            self._queue.copy(src, src_offset, dst, dst_offset, n)
             return
+        encoder = self._queue.encoder()
         body = (n - head) // WORD * WORD
         if head:
             encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, head)

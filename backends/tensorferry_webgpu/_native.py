@@ -14,6 +14,11 @@ What lives here and why:
 * **Ownership checks**: :func:`device_of` (the device a buffer was made on)
   and :func:`guard` / :func:`destroy` (pooled buffers refuse a caller's
   ``destroy()``: work on a destroyed buffer aborts the process).
+* **Copies in bulk.** :func:`encode_copies` records many
+  ``copy_buffer_to_buffer`` commands with one wgpu-py error capture around
+  them all: wgpu-py's per-call wrapper (argument checks and an error capture
+  per call) cost ~13 us of the ~40 us per pair of a 1000 x 1 KiB upload
+  batch on lavapipe.
 * **Alignment**: copies and clears move whole 4-byte words, map offsets are
   multiples of 8.
 
@@ -49,6 +54,7 @@ __all__ = [
     "device_of",
     "down4",
     "down8",
+    "encode_copies",
     "guard",
     "guard_device",
     "mapped_array",
@@ -94,7 +100,7 @@ def up_to(value: int, alignment: int) -> int:
 @functools.cache
 def _native() -> Any:
     """wgpu-native's checked library calls, cffi, and the one map callback."""
-    from wgpu.backends.wgpu_native import _api
+    from wgpu.backends.wgpu_native import _api, _helpers
     from wgpu.backends.wgpu_native._ffi import ffi, lib
 
     def on_mapped(status: int, message: Any, key: Any, _unused: Any) -> None:
@@ -106,6 +112,10 @@ def _native() -> Any:
 
     class Native:
         libf = _api.libf
+        copy = lib.wgpuCommandEncoderCopyBufferToBuffer  # unchecked: see encode_copies
+        errors = _api.error_handler
+        error_types = _helpers.ERROR_TYPES
+        gpu_error = _helpers.GPUError
         callback = ffi.callback("void(WGPUMapAsyncStatus, WGPUStringView, void *, void *)")(
             on_mapped
         )
@@ -231,6 +241,34 @@ def request_map(buffer: wgpu.GPUBuffer, mode: int, offset: int, size: int) -> Ma
         buffer._map_state = "unmapped"
         raise _lost_or(buffer._device, exc) from exc
     return request
+
+
+Copy = tuple["wgpu.GPUBuffer", int, "wgpu.GPUBuffer", int, int]
+"""``(source, source offset, destination, destination offset, bytes)``, all offsets
+and sizes multiples of 4."""
+
+_COPY = "wgpuCommandEncoderCopyBufferToBuffer"
+
+
+def encode_copies(encoder: wgpu.GPUCommandEncoder, copies: list[Copy]) -> None:
+    """Record ``copies`` into ``encoder`` in order, as ``copy_buffer_to_buffer`` would,
+    raising the wgpu error it would raise for the first invalid one.
+
+    One wgpu-py error capture surrounds all the calls (wgpu-py's checked call
+    makes one per call); the library reports a copy's errors while the call
+    runs, on this thread, so the capture sees them.
+    """
+    native = _native()
+    copy, errors, internal = native.copy, native.errors, encoder._internal
+    errors.capture(_COPY)
+    try:
+        for src, src_offset, dst, dst_offset, size in copies:
+            copy(internal, src._internal, src_offset, dst._internal, dst_offset, size)
+    finally:
+        error = errors.release(_COPY)
+    if error is not None:
+        error_type, message = error
+        raise native.error_types.get(error_type, native.gpu_error)(message)
 
 
 def mapped_array(buffer: wgpu.GPUBuffer, offset: int, size: int) -> npt.NDArray[np.uint8]:

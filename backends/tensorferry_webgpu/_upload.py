@@ -85,9 +85,7 @@ class UploadStager:
             threads.copy(
                 self._view[self._used : self._used + take], body[pos : pos + take], parallel_min
             )
-            queue.encoder().copy_buffer_to_buffer(
-                self._chunk_buffer, self._used, buffer, lo + pos, take
-            )
+            queue.copy(self._chunk_buffer, self._used, buffer, lo + pos, take)
             self._used = up_to(self._used + take, self._pack)
             pos += take
             if self._used >= chunk:
@@ -120,7 +118,7 @@ class UploadStager:
                 staging.discard(chunk)
                 raise
             queue.attach(chunk)
-            queue.encoder().copy_buffer_to_buffer(chunk, 0, buffer, lo + pos, take)
+            queue.copy(chunk, 0, buffer, lo + pos, take)
             queue.submit()
 
         try:
