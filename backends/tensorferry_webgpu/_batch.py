@@ -79,6 +79,14 @@ class _Batch:
                 index = self._download(ops, index)
                 continue
             if kind is Upload:
+                if self._uploads is not None:
+                    downloads = self._downloads
+                    after = self._uploads.pack_run(
+                        ops, index, None if downloads is None else downloads.overlaps
+                    )
+                    if after > index:
+                        index = after
+                        continue
                 self._upload(op)  # type: ignore[arg-type]
             elif kind is DeviceCopy:
                 self._device_copy(op)  # type: ignore[arg-type]
