@@ -59,6 +59,7 @@ __all__ = [
     "guard_device",
     "mapped_array",
     "request_map",
+    "submit_copies",
     "up4",
     "up_to",
 ]
@@ -113,6 +114,7 @@ def _native() -> Any:
     class Native:
         libf = _api.libf
         copy = lib.wgpuCommandEncoderCopyBufferToBuffer  # unchecked: see encode_copies
+        raw = _api.lib  # the library itself, unchecked
         errors = _api.error_handler
         error_types = _helpers.ERROR_TYPES
         gpu_error = _helpers.GPUError
@@ -266,6 +268,37 @@ def encode_copies(encoder: wgpu.GPUCommandEncoder, copies: list[Copy]) -> None:
             copy(internal, src._internal, src_offset, dst._internal, dst_offset, size)
     finally:
         error = errors.release(_COPY)
+    if error is not None:
+        error_type, message = error
+        raise native.error_types.get(error_type, native.gpu_error)(message)
+
+
+_SUBMIT = "tensorferry.submit_copies"
+
+
+def submit_copies(gpu: wgpu.GPUDevice, queue: wgpu.GPUQueue, copies: list[Copy]) -> None:
+    """Submit ``copies`` as one command buffer, as ``create_command_encoder``, the
+    copies, ``finish`` and ``queue.submit`` would, without wgpu-py's objects and
+    descriptors around them (a batch of copies alone, such as a small download).
+
+    Raises the wgpu error of the first failing call, as those would.
+    """
+    native = _native()
+    lib, copy, errors, null = native.raw, native.copy, native.errors, native.null
+    encoder = command = null
+    errors.capture(_SUBMIT)
+    try:
+        encoder = lib.wgpuDeviceCreateCommandEncoder(gpu._internal, null)
+        for src, src_offset, dst, dst_offset, size in copies:
+            copy(encoder, src._internal, src_offset, dst._internal, dst_offset, size)
+        command = lib.wgpuCommandEncoderFinish(encoder, null)
+        lib.wgpuQueueSubmit(queue._internal, 1, native.new("WGPUCommandBuffer[1]", [command]))
+    finally:
+        if command != null:
+            lib.wgpuCommandBufferRelease(command)
+        if encoder != null:
+            lib.wgpuCommandEncoderRelease(encoder)
+        error = errors.release(_SUBMIT)
     if error is not None:
         error_type, message = error
         raise native.error_types.get(error_type, native.gpu_error)(message)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tensorferry_webgpu._native import MapRequest, encode_copies, request_map
+from tensorferry_webgpu._native import MapRequest, encode_copies, request_map, submit_copies
 
 if TYPE_CHECKING:
     import wgpu
@@ -132,13 +132,18 @@ class Queue:
             for chunk in attached:
                 chunk.unmap()  # submitting work on a mapped buffer aborts the process
             context.patcher.flush()
-            if self._copies:
-                self.encoder()
-            if self._encoder is not None:
-                encoder, self._encoder = self._encoder, None
-                self._queue.submit([encoder.finish()])
-            elif self._pending_writes:
-                self._queue.submit([])
+            if self._copies and self._encoder is None:
+                # Copies alone (a small download, a batch of uploads): one native submit.
+                copies, self._copies = self._copies, []
+                submit_copies(self._gpu, self._queue, copies)  # type: ignore[arg-type]
+            else:
+                if self._copies:
+                    self.encoder()
+                if self._encoder is not None:
+                    encoder, self._encoder = self._encoder, None
+                    self._queue.submit([encoder.finish()])
+                elif self._pending_writes:
+                    self._queue.submit([])
         except BaseException:
             for chunk in attached:
                 context.upload_staging.discard(chunk)

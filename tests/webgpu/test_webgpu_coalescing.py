@@ -32,15 +32,21 @@ def _same(actual: Bytes, expected: Bytes, what: str) -> None:
 
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
-    """Every list of copies the queues hand to ``encode_copies`` (the real call runs)."""
+    """Every list of copies the queues record (``encode_copies`` into an encoder, or
+    ``submit_copies`` on their own); the real calls run."""
     calls: list[list[Any]] = []
-    real = queue_module.encode_copies
+    encode, submit = queue_module.encode_copies, queue_module.submit_copies
 
-    def spy(encoder: Any, copies: list[Any]) -> None:
+    def encode_spy(encoder: Any, copies: list[Any]) -> None:
         calls.append([tuple(c) for c in copies])
-        real(encoder, copies)
+        encode(encoder, copies)
 
-    monkeypatch.setattr(queue_module, "encode_copies", spy)
+    def submit_spy(gpu: Any, queue: Any, copies: list[Any]) -> None:
+        calls.append([tuple(c) for c in copies])
+        submit(gpu, queue, copies)
+
+    monkeypatch.setattr(queue_module, "encode_copies", encode_spy)
+    monkeypatch.setattr(queue_module, "submit_copies", submit_spy)
     return calls
 
 
