@@ -89,6 +89,12 @@ class _Batch:
                         continue
                 self._upload(op)  # type: ignore[arg-type]
             elif kind is DeviceCopy:
+                if self._copier is None:
+                    self._copier = DeviceCopier(self._context, self._queue)
+                after = self._copier.pack_run(ops, index)
+                if after > index:
+                    index = after
+                    continue
                 self._device_copy(op)  # type: ignore[arg-type]
             else:
                 assert kind is Fill, kind

@@ -13,11 +13,15 @@ from typing import TYPE_CHECKING
 
 from tensorferry_webgpu._copy_kernel import WORD
 from tensorferry_webgpu._native import down4, up4
+from tensorferry_webgpu._ops import DeviceCopy
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import wgpu
 
     from tensorferry_webgpu._context import Context
+    from tensorferry_webgpu._ops import Op
     from tensorferry_webgpu._queue import Queue
 
 __all__ = ["DeviceCopier"]
@@ -29,6 +33,28 @@ class DeviceCopier:
     def __init__(self, context: Context, queue: Queue) -> None:
         self._context = context
         self._queue = queue
+
+    def pack_run(self, ops: Sequence[Op], index: int) -> int:
+        """Record the consecutive device copies ``ops[index:]`` of whole 4-byte words
+        between two distinct buffers that the copy command takes (not the kernel),
+        in one tight loop; return the index of the first op not recorded."""
+        context, copy, count = self._context, self._queue.copy, len(ops)
+        kernel_min = context.options.kernel_copy_min if context.kernel_copies else None
+        while index < count:
+            op = ops[index]
+            if type(op) is not DeviceCopy:
+                break
+            source, src_offset, target, dst_offset, n = op
+            src, dst = source.buffer, target.buffer
+            if (
+                src is dst
+                or (src_offset | dst_offset | n) & 3
+                or (kernel_min is not None and n >= kernel_min)
+            ):
+                break
+            copy(src, src_offset, dst, dst_offset, n)
+            index += 1
+        return index
 
     def copy(
         self, src: wgpu.GPUBuffer, src_offset: int, dst: wgpu.GPUBuffer, dst_offset: int, n: int
