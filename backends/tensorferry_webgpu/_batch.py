@@ -79,8 +79,22 @@ class _Batch:
                 index = self._download(ops, index)
                 continue
             if kind is Upload:
+                if self._uploads is not None:
+                    downloads = self._downloads
+                    after = self._uploads.pack_run(
+                        ops, index, None if downloads is None else downloads.overlaps
+                    )
+                    if after > index:
+                        index = after
+                        continue
                 self._upload(op)  # type: ignore[arg-type]
             elif kind is DeviceCopy:
+                if self._copier is None:
+                    self._copier = DeviceCopier(self._context, self._queue)
+                after = self._copier.pack_run(ops, index)
+                if after > index:
+                    index = after
+                    continue
                 self._device_copy(op)  # type: ignore[arg-type]
             else:
                 assert kind is Fill, kind

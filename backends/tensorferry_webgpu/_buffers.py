@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from tensorferry_webgpu._native import MAP_WRITE, MapRequest, destroy, guard, request_map
+from tensorferry_webgpu._guards import destroy, guard
+from tensorferry_webgpu._native import MAP_WRITE, MapRequest, request_map
 
 if TYPE_CHECKING:
     import wgpu

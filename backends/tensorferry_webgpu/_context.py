@@ -9,7 +9,8 @@ from tensorferry import ClosedError, Device, DeviceLostError, OutOfDeviceMemoryE
 from tensorferry_webgpu._buffers import BufferPool, PoolStats, StagingPool
 from tensorferry_webgpu._copy_kernel import CopyKernel, kernel_copies_pay
 from tensorferry_webgpu._errors import translate
-from tensorferry_webgpu._native import MAP_USAGE, guard_device, mark_host_accessible
+from tensorferry_webgpu._guards import guard_device, mark_host_accessible
+from tensorferry_webgpu._native import MAP_USAGE
 from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._patch import BytePatcher
 from tensorferry_webgpu._threads import CopyThreads

@@ -12,12 +12,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tensorferry_webgpu._copy_kernel import WORD
-from tensorferry_webgpu._native import down4, is_host_accessible, up4
+from tensorferry_webgpu._guards import is_host_accessible
+from tensorferry_webgpu._native import down4, up4
+from tensorferry_webgpu._ops import DeviceCopy
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import wgpu
 
     from tensorferry_webgpu._context import Context
+    from tensorferry_webgpu._ops import Op
     from tensorferry_webgpu._queue import Queue
 
 __all__ = ["DeviceCopier"]
@@ -29,6 +34,28 @@ class DeviceCopier:
     def __init__(self, context: Context, queue: Queue) -> None:
         self._context = context
         self._queue = queue
+
+    def pack_run(self, ops: Sequence[Op], index: int) -> int:
+        """Record the consecutive device copies ``ops[index:]`` of whole 4-byte words
+        between two distinct buffers that the copy command takes (not the kernel),
+        in one tight loop; return the index of the first op not recorded."""
+        context, copy, count = self._context, self._queue.copy, len(ops)
+        kernel_min = context.options.kernel_copy_min if context.kernel_copies else None
+        while index < count:
+            op = ops[index]
+            if type(op) is not DeviceCopy:
+                break
+            source, src_offset, target, dst_offset, n = op
+            src, dst = source.buffer, target.buffer
+            if (
+                src is dst
+                or (src_offset | dst_offset | n) & 3
+                or (kernel_min is not None and n >= kernel_min)
+            ):
+                break
+            copy(src, src_offset, dst, dst_offset, n)
+            index += 1
+        return index
 
     def copy(
         self, src: wgpu.GPUBuffer, src_offset: int, dst: wgpu.GPUBuffer, dst_offset: int, n: int
@@ -44,12 +71,12 @@ class DeviceCopier:
         if src is dst:
             start, end = down4(src_offset), up4(src_offset + n)
             snapshot = queue.scratch(end - start)
-            queue.encoder().copy_buffer_to_buffer(src, start, snapshot, 0, end - start)
+            queue.copy(src, start, snapshot, 0, end - start)
             src, src_offset = snapshot, src_offset - start
         lo, hi = up4(dst_offset), down4(dst_offset + n)
         if (src_offset - dst_offset) % 4 == 0 and hi > lo:
             shift = src_offset - dst_offset
-            queue.encoder().copy_buffer_to_buffer(src, lo + shift, dst, lo, hi - lo)
+            queue.copy(src, lo + shift, dst, lo, hi - lo)
             if lo > dst_offset:
                 queue.patch_copy(dst, dst_offset, src, src_offset, lo - dst_offset)
             if dst_offset + n > hi:
@@ -64,7 +91,6 @@ class DeviceCopier:
         or the kernel for large copies where the context says it pays (its
         16-byte words need both offsets equally aligned; the command does the rest)."""
         context = self._context
-        encoder = self._queue.encoder()
         head = -src_offset % WORD
         if (
             not context.kernel_copies
@@ -73,8 +99,9 @@ class DeviceCopier:
             or is_host_accessible(src)
             or is_host_accessible(dst)
         ):  # host-accessible memory: one DMA, never a kernel reading it word by word
-            encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, n)
+            self._queue.copy(src, src_offset, dst, dst_offset, n)
             return
+        encoder = self._queue.encoder()
         body = (n - head) // WORD * WORD
         if head:
             encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, head)

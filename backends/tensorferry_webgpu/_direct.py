@@ -12,15 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from tensorferry_webgpu._native import (
-    MAP_READ,
-    MAP_USAGE,
-    MAP_WRITE,
-    down8,
-    is_host_accessible,
-    mapped_array,
-    up4,
-)
+from tensorferry_webgpu._guards import is_host_accessible
+from tensorferry_webgpu._native import MAP_READ, MAP_USAGE, MAP_WRITE, down8, mapped_array, up4
 
 if TYPE_CHECKING:
     import wgpu

@@ -66,7 +66,7 @@ class DownloadStager:
         down, count = self._open, len(ops)
         if down is None:
             return index
-        copy = self._queue.encoder().copy_buffer_to_buffer
+        copy = self._queue.copy
         entries, writes, used, room = self._entries, self._host_writes, self._used, self._chunk
         pack = self._pack - 1
         # Host copies of neighbouring rows of one host storage, staged back to back,
@@ -119,7 +119,7 @@ class DownloadStager:
                 self._open_chunk()
             assert self._open is not None
             take = min(end - pos, self._chunk - self._used)
-            queue.encoder().copy_buffer_to_buffer(buffer, pos, self._open, self._used, take)
+            queue.copy(buffer, pos, self._open, self._used, take)
             view_lo, view_hi = max(pos, offset), min(pos + take, offset + n)
             if view_hi > view_lo:
                 part = dst[view_lo - offset : view_hi - offset]
@@ -197,7 +197,7 @@ class DownloadStager:
             pos, take = pieces.popleft()
             chunk = staging.acquire()
             try:
-                queue.encoder().copy_buffer_to_buffer(buffer, pos, chunk, 0, take)
+                queue.copy(buffer, pos, chunk, 0, take)
                 queue.submit()
             except BaseException:
                 staging.discard(chunk)

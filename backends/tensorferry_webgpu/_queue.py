@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tensorferry_webgpu._native import MapRequest, request_map
+from tensorferry_webgpu._native import MapRequest, encode_copies, request_map, submit_copies
 
 if TYPE_CHECKING:
     import wgpu
@@ -31,6 +31,9 @@ class Queue:
         self._gpu = context.gpu
         self._queue = context.queue
         self._encoder: wgpu.GPUCommandEncoder | None = None
+        # Copies recorded by :meth:`copy`, not yet in the encoder: the last one
+        # grows while the next copy continues it in both buffers.
+        self._copies: list[list[object]] = []
         self._pending_writes = False
         self._attached: list[wgpu.GPUBuffer] = []
         self._scratch: list[wgpu.GPUBuffer] = []
@@ -39,18 +42,41 @@ class Queue:
     @property
     def idle(self) -> bool:
         """True while nothing is recorded since the last submit."""
-        return self._encoder is None and not self._pending_writes
+        return self._encoder is None and not self._copies and not self._pending_writes
 
     def encoder(self) -> wgpu.GPUCommandEncoder:
-        """The open command encoder (made on first use after a submit)."""
+        """The open command encoder (made on first use after a submit), holding every
+        copy recorded by :meth:`copy` so far."""
         if self._encoder is None:
             self._encoder = self._gpu.create_command_encoder()
+        if self._copies:
+            copies, self._copies = self._copies, []
+            encode_copies(self._encoder, copies)  # type: ignore[arg-type]
         return self._encoder
+
+    def copy(
+        self, src: wgpu.GPUBuffer, src_offset: int, dst: wgpu.GPUBuffer, dst_offset: int, n: int
+    ) -> None:
+        """Record ``copy_buffer_to_buffer`` of ``n`` bytes (offsets and ``n`` multiples
+        of 4, two distinct buffers). A copy that continues the previous one in both
+        buffers extends it: neighbouring pieces become one command."""
+        copies = self._copies
+        if copies:
+            last = copies[-1]
+            if (
+                last[2] is dst
+                and last[0] is src
+                and last[1] + last[4] == src_offset  # type: ignore[operator]
+                and last[3] + last[4] == dst_offset  # type: ignore[operator]
+            ):
+                last[4] += n  # type: ignore[operator]
+                return
+        copies.append([src, src_offset, dst, dst_offset, n])
 
     def write_buffer(self, buffer: wgpu.GPUBuffer, offset: int, data: object) -> None:
         """``queue.write_buffer`` (4-byte aligned, non-empty); only while nothing is encoded,
         so that the write keeps its place in the batch's order."""
-        assert self._encoder is None, "a write_buffer would overtake encoded commands"
+        assert self.idle or self._pending_writes, "a write_buffer would overtake encoded commands"
         self._queue.write_buffer(buffer, offset, data)
         self._pending_writes = True
 
@@ -106,11 +132,18 @@ class Queue:
             for chunk in attached:
                 chunk.unmap()  # submitting work on a mapped buffer aborts the process
             context.patcher.flush()
-            if self._encoder is not None:
-                encoder, self._encoder = self._encoder, None
-                self._queue.submit([encoder.finish()])
-            elif self._pending_writes:
-                self._queue.submit([])
+            if self._copies and self._encoder is None:
+                # Copies alone (a small download, a batch of uploads): one native submit.
+                copies, self._copies = self._copies, []
+                submit_copies(self._gpu, self._queue, copies)  # type: ignore[arg-type]
+            else:
+                if self._copies:
+                    self.encoder()
+                if self._encoder is not None:
+                    encoder, self._encoder = self._encoder, None
+                    self._queue.submit([encoder.finish()])
+                elif self._pending_writes:
+                    self._queue.submit([])
         except BaseException:
             for chunk in attached:
                 context.upload_staging.discard(chunk)
@@ -141,6 +174,7 @@ class Queue:
         """Drop what is recorded and not submitted, after an error: attached chunks
         are discarded, since their state is unknown."""
         self._encoder = None
+        self._copies = []
         self._pending_writes = False
         self._context.patcher.discard()
         attached, self._attached = self._attached, []

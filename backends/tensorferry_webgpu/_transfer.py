@@ -26,6 +26,11 @@ _NOT_MINE = (
 _Run = tuple[Context, list[Op]]
 
 
+def _mapped(storage: WebGPUStorage) -> bool:
+    """Whether a caller may have mapped the storage's buffer (then :meth:`_usable` says)."""
+    return storage.buffer is None or storage.buffer.map_state != "unmapped"
+
+
 class WebGPUDataTransfer:
     """Copies host <-> WebGPU device and within one WebGPU device.
 
@@ -114,14 +119,20 @@ class WebGPUDataTransfer:
         runs: list[_Run] = []
         ops: list[Op] = []
         current: Context | None = None
+        checked: Context | None = None  # the context last found usable
         usable = self._usable
         for src, dst in pairs:
             op: Op
             source, target = src.storage, dst.storage
             if type(source) is WebGPUStorage or isinstance(source, WebGPUStorage):
-                context = usable(src, source)
+                context = source.context
+                if context is not checked or (source.watch_map and _mapped(source)):
+                    context = checked = usable(src, source)
                 if isinstance(target, WebGPUStorage):
-                    if usable(dst, target) is not context:
+                    other = target.context
+                    if other is not checked or (target.watch_map and _mapped(target)):
+                        other = usable(dst, target)
+                    if other is not context:
                         raise ValueError(
                             f"{src!r} and {dst!r} are on different WebGPU devices; "
                             "expected one device (the manager routes others through host)"
@@ -151,7 +162,9 @@ class WebGPUDataTransfer:
                     raise TypeError(_NOT_MINE.format(tensor=src))
                 if not isinstance(target, WebGPUStorage):
                     raise TypeError(f"the webgpu transfer does not copy {src!r} -> {dst!r}")
-                context = usable(dst, target)
+                context = target.context
+                if context is not checked or (target.watch_map and _mapped(target)):
+                    context = checked = usable(dst, target)
                 host = source.array[src.offset : src.offset + src.nbytes]
                 op = Upload(host, target, target.base + dst.offset)
             if not src.nbytes:

@@ -22,11 +22,15 @@ import numpy as np
 import numpy.typing as npt
 
 from tensorferry_webgpu._native import down4, mapped_array, up4, up_to
+from tensorferry_webgpu._ops import Upload
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     import wgpu
 
     from tensorferry_webgpu._context import Context
+    from tensorferry_webgpu._ops import Op
     from tensorferry_webgpu._queue import Queue
     from tensorferry_webgpu._threads import CopyJob
 
@@ -72,6 +76,46 @@ class UploadStager:
         else:
             self._pack_into_chunks(body, buffer, lo)
 
+    def pack_run(
+        self, ops: Sequence[Op], index: int, overlaps: Callable[[Bytes], bool] | None
+    ) -> int:
+        """Encode the consecutive uploads ``ops[index:]`` of whole 4-byte words that fit
+        the open chunk, in one tight loop; return the index of the first op not encoded.
+
+        The run ends at an upload the batch's general path must take: one whose
+        source a pending download writes (``overlaps``), or one that may map its
+        buffer directly (from ``direct_min`` bytes, on unified memory).
+        """
+        view, staging, queue = self._view, self._chunk_buffer, self._queue
+        if view is None or staging is None or self._epoch != queue.epoch:
+            return index
+        copy, count = queue.copy, len(ops)
+        used, room, pack = self._used, self._chunk, self._pack - 1
+        context = self._context
+        direct_min = context.options.direct_min if context.mapped_storage else room + 1
+        while index < count:
+            op = ops[index]
+            if type(op) is not Upload:
+                break
+            host, target, offset = op
+            n = host.nbytes
+            buffer = target.buffer
+            if (
+                (offset | n) & 3
+                or n > room - used
+                or n >= direct_min
+                or (overlaps is not None and overlaps(host))
+            ):
+                break
+            view[used : used + n] = host
+            copy(staging, used, buffer, offset, n)
+            used = (used + n + pack) & ~pack
+            index += 1
+        self._used = used
+        if used >= room:
+            queue.submit()  # the device copies this chunk while the next one fills
+        return index
+
     def _pack_into_chunks(self, body: Bytes, buffer: wgpu.GPUBuffer, lo: int) -> None:
         queue, chunk, threads = self._queue, self._chunk, self._context.threads
         parallel_min = self._context.options.parallel_min
@@ -85,9 +129,7 @@ class UploadStager:
             threads.copy(
                 self._view[self._used : self._used + take], body[pos : pos + take], parallel_min
             )
-            queue.encoder().copy_buffer_to_buffer(
-                self._chunk_buffer, self._used, buffer, lo + pos, take
-            )
+            queue.copy(self._chunk_buffer, self._used, buffer, lo + pos, take)
             self._used = up_to(self._used + take, self._pack)
             pos += take
             if self._used >= chunk:
@@ -120,7 +162,7 @@ class UploadStager:
                 staging.discard(chunk)
                 raise
             queue.attach(chunk)
-            queue.encoder().copy_buffer_to_buffer(chunk, 0, buffer, lo + pos, take)
+            queue.copy(chunk, 0, buffer, lo + pos, take)
             queue.submit()
 
         try:

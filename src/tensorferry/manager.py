@@ -479,6 +479,8 @@ class DataTransferManager:
         (direct) or two (through host memory). Raises what :meth:`copy_tensors` lists."""
         owner, routes = self._owner, self._routes
         result: list[_Hops] = []
+        # Pairs of a batch mostly share one device pair: its route is looked up once.
+        last: tuple[Device, Device, _Route | None] | None = None
         for index, (src, dst) in enumerate(zip(srcs, dsts, strict=True)):
             if type(src) is not Tensor or type(dst) is not Tensor:
                 self._check_pair(index, src, dst)  # raises TypeError for a non-tensor
@@ -492,12 +494,17 @@ class DataTransferManager:
                 and target.writable
             ):
                 self._check_pair(index, src, dst)
-            cached = routes.get((source.device, target.device), _MISSING)
-            route = (
-                self._route(source.device, target.device)
-                if cached is _MISSING
-                else cast("_Route | None", cached)
-            )
+            from_device, to_device = source.device, target.device
+            if last is not None and last[0] is from_device and last[1] is to_device:
+                route = last[2]
+            else:
+                cached = routes.get((from_device, to_device), _MISSING)
+                route = (
+                    self._route(from_device, to_device)
+                    if cached is _MISSING
+                    else cast("_Route | None", cached)
+                )
+                last = (from_device, to_device, route)
             if route is None:
                 raise NoTransferError(
                     f"pair {index}: no registered data transfer copies {src.device} -> "

@@ -147,26 +147,36 @@ def test_offsets_and_neighbours_are_byte_exact(env: tf.Environment, host_device:
 def test_device_copies_are_one_copy_command(
     env: tf.Environment, host_device: tf.Device, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A copy between host-accessible and device memory is one copy command (one DMA),
+    never the copy kernel, whatever its size."""
+    from tensorferry_webgpu import _queue
+    from tensorferry_webgpu._copy_kernel import CopyKernel
+
     device = env.device(f"webgpu:{host_device.index}")
     data = np.arange(1 << 20, dtype=np.float32)
     t = env.from_numpy(data, device=host_device)
     target = env.empty(data.shape, data.dtype, device=device)
-    calls: list[int] = []
-    backend = env.backend("webgpu")
-    assert isinstance(backend, tw.WebGPUBackend)
-    encoder_type = type(backend.context(device).gpu.create_command_encoder())
-    real = encoder_type.copy_buffer_to_buffer
+    commands: list[int] = []
+    kernels: list[object] = []
+    real_encode, real_submit = _queue.encode_copies, _queue.submit_copies
 
-    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(args[4] if len(args) > 4 else kwargs["size"])
-        return real(self, *args, **kwargs)
+    def encode(encoder: Any, copies: list[Any]) -> None:
+        commands.extend(copy[4] for copy in copies)
+        real_encode(encoder, copies)
 
-    monkeypatch.setattr(encoder_type, "copy_buffer_to_buffer", spy)
+    def submit(gpu: Any, queue: Any, copies: list[Any]) -> None:
+        commands.extend(copy[4] for copy in copies)
+        real_submit(gpu, queue, copies)
+
+    monkeypatch.setattr(_queue, "encode_copies", encode)
+    monkeypatch.setattr(_queue, "submit_copies", submit)
+    monkeypatch.setattr(CopyKernel, "encode", lambda *args: kernels.append(args))
     env.copy_tensor(t, target)
-    assert calls == [data.nbytes]
-    calls.clear()
+    assert commands == [data.nbytes]
+    commands.clear()
     env.copy_tensor(target, t)
-    assert calls == [data.nbytes]
+    assert commands == [data.nbytes]
+    assert kernels == []
     monkeypatch.undo()
     assert np.array_equal(target.numpy(), data)
 

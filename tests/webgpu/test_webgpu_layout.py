@@ -16,7 +16,7 @@ import tensorferry_webgpu
 PACKAGE = pathlib.Path(tensorferry_webgpu.__file__).parent
 
 LAYERS = [
-    {"_native", "_patch", "_threads", "_adapters", "_copy_kernel"},
+    {"_native", "_guards", "_patch", "_threads", "_adapters", "_copy_kernel"},
     {"_buffers", "_errors"},
     {"_options"},
     {"_context"},

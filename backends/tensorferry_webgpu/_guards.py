@@ -1,0 +1,69 @@
+"""Ownership marks on wgpu objects: buffers tensorferry pools refuse a caller's
+``destroy()``, devices tensorferry submits to wait for its work before they are
+destroyed, and host-accessible buffers carry a mark the copy paths read.
+
+All of it is public wgpu-py API (attributes set on the objects); the private API
+stays in :mod:`._native`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import wgpu
+
+__all__ = ["destroy", "guard", "guard_device", "is_host_accessible", "mark_host_accessible"]
+
+_HOST_MARK = "tensorferry_host_accessible"
+
+
+def mark_host_accessible(buffer: wgpu.GPUBuffer) -> wgpu.GPUBuffer:
+    """Mark ``buffer`` as host-accessible tensor memory (copies with the host map it)."""
+    setattr(buffer, _HOST_MARK, True)
+    return buffer
+
+
+def is_host_accessible(buffer: wgpu.GPUBuffer) -> bool:
+    """Whether :func:`mark_host_accessible` marked ``buffer``."""
+    return getattr(buffer, _HOST_MARK, False) is True
+
+
+def _refuse_destroy() -> None:
+    raise RuntimeError(
+        "this GPUBuffer belongs to a tensorferry pool (it came from buffer_of); destroying "
+        "it would abort the process at the next copy. Expected: let the tensor go and "
+        "tensorferry recycles or destroys the buffer"
+    )
+
+
+def guard(buffer: wgpu.GPUBuffer) -> wgpu.GPUBuffer:
+    """Make ``buffer.destroy()`` raise ``RuntimeError`` (pooled buffers are tensorferry's)."""
+    buffer.destroy = _refuse_destroy
+    return buffer
+
+
+def guard_device(
+    gpu: wgpu.GPUDevice, lock: AbstractContextManager[object], before: Callable[[], None]
+) -> None:
+    """Make ``gpu.destroy()`` wait for ``lock`` (the work tensorferry has in flight on
+    the device) and call ``before`` (which marks the context lost) first.
+
+    wgpu-native aborts the process when a submit races a destroy of its device
+    ("Parent device is lost" in wgpuQueueSubmit); under the lock no submit can.
+    """
+    real = gpu.destroy
+
+    def destroy() -> None:
+        with lock:
+            before()
+            real()
+
+    gpu.destroy = destroy
+
+
+def destroy(buffer: wgpu.GPUBuffer) -> None:
+    """Destroy a buffer, guarded or not."""
+    type(buffer).destroy(buffer)
