@@ -26,7 +26,12 @@ from tensorferry_webgpu._adapters import (
 )
 from tensorferry_webgpu._adapters import adapters as all_adapters
 from tensorferry_webgpu._buffers import PoolStats, StagingStats
-from tensorferry_webgpu._context import MAPPABLE, Context, wants_mapped_storage
+from tensorferry_webgpu._context import (
+    MAPPABLE,
+    Context,
+    offers_host_accessible,
+    wants_mapped_storage,
+)
 from tensorferry_webgpu._errors import WebGPUError
 from tensorferry_webgpu._native import device_of
 from tensorferry_webgpu._options import ContextOptions
@@ -74,7 +79,7 @@ class WebGPUBackend:
                 d, memory=MemoryKind.HOST_ACCESSIBLE, name=f"{d.name} (host-accessible)"
             )
             for i, (a, d) in enumerate(zip(adapters, self._devices, strict=True))
-            if MAPPABLE in a.features
+            if offers_host_accessible(self.options, a)
         }
         self._contexts: dict[int, Context] = {}
         self._lock = threading.Lock()
@@ -296,9 +301,11 @@ def _open_device(
     try:
         return adapter.request_device_sync(
             label=f"tensorferry {device}",
-            # Requested wherever offered: host-accessible memory needs it. Device
-            # memory is made mappable only where wants_mapped_storage says so.
-            required_features=[MAPPABLE] if MAPPABLE in adapter.features else [],
+            # Host-accessible memory needs it; device memory is made mappable
+            # only where wants_mapped_storage says so.
+            required_features=[MAPPABLE]
+            if offers_host_accessible(options, adapter) or wants_mapped_storage(options, adapter)
+            else [],
             required_limits={
                 "max-buffer-size": limits["max-buffer-size"],
                 "max-storage-buffer-binding-size": limits["max-storage-buffer-binding-size"],

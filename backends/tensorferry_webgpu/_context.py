@@ -33,6 +33,15 @@ def wants_mapped_storage(options: ContextOptions, adapter: wgpu.GPUAdapter) -> b
     return str(adapter.info["adapter_type"]) in {"CPU", "IntegratedGPU"}
 
 
+def offers_host_accessible(options: ContextOptions, adapter: wgpu.GPUAdapter) -> bool:
+    """Whether ``adapter`` gets a host-accessible device (``ContextOptions.host_accessible``)."""
+    if MAPPABLE not in adapter.features:
+        return False
+    if options.host_accessible is not None:
+        return options.host_accessible
+    return str(adapter.info["adapter_type"]) in {"CPU", "IntegratedGPU"}
+
+
 class Context:
     """One wgpu device (created for an adapter, or adopted from the caller) and
     everything tensorferry keeps for it.

@@ -54,6 +54,15 @@ class ContextOptions:
     copies in flight beyond those being drained (wgpu-native's blocking poll
     waits for the whole queue, so a short queue lets chunk k map while k+1 copies).
 
+    Host-accessible memory: ``host_accessible=None`` (the default) offers a
+    ``webgpu:i:host`` device on unified-memory adapters (CPU adapters, integrated
+    GPUs) with ``mappable-primary-buffers``; ``True`` offers it on every adapter
+    with that feature, ``False`` on none. Discrete GPUs are left out by default
+    because wgpu places such buffers in the GPU's host-visible BAR: on the H200
+    the copy to or from device memory ran at 376-380 GB/s, but the host's reads
+    of a mapped 256 MiB tensor took longer than 40 s for six, against 9.7 GB/s
+    for its writes (``benchmarks/probes/host_accessible.py``).
+
     Direct mapping: ``map_storage=None`` (the default) makes tensor buffers
     host-mappable on unified-memory adapters (CPU adapters such as lavapipe,
     integrated GPUs) that offer wgpu's ``mappable-primary-buffers`` feature;
@@ -89,6 +98,7 @@ class ContextOptions:
     small_upload: int = attrs.field(default=16 << 20, validator=_at_least(0))
     downloads_ahead: int = attrs.field(default=2, validator=_at_least(1))
     map_storage: bool | None = None
+    host_accessible: bool | None = None
     direct_min: int = attrs.field(default=1 << 20, validator=_at_least(1))
     parallel_min: int = attrs.field(default=2 << 20, validator=_at_least(0))
     copy_part: int = attrs.field(default=4 << 20, validator=_multiple_of_4096)

@@ -199,6 +199,12 @@ class WebGPUDataTransfer:
             storage.settle()  # raises while a scope or its arrays are alive, else unmaps
             return context
         assert buffer is not None
+        with context.lock:
+            # tensorferry maps buffers itself only under this lock, for the length of
+            # one copy (host-accessible and directly mapped memory): another thread's
+            # copy may have been mid-map when we looked.
+            if buffer.map_state == "unmapped":
+                return context
         raise ValueError(
             f"the wgpu buffer behind {tensor!r} is {buffer.map_state}; expected it unmapped "
             "(unmap it before tensorferry copies to or from it)"

@@ -461,3 +461,18 @@ def test_nothing_a_user_does_crashes_the_process(
     if answer.get("skip"):
         pytest.skip("no adapter here offers mappable-primary-buffers")
     assert answer["seen"] == expected
+
+
+@pytest.mark.parametrize("choice", [False, True, None])
+def test_host_accessible_devices_follow_the_option(
+    make_env: Callable[..., tf.Environment], choice: bool | None
+) -> None:
+    """``host_accessible=False`` offers none; ``True`` one per adapter with
+    mappable-primary-buffers; the default one per such unified-memory adapter."""
+    env = make_env(tw.ContextOptions(host_accessible=choice))
+    host = [d for d in env.devices() if d.memory is tf.MemoryKind.HOST_ACCESSIBLE]
+    adapters = tw.adapters()
+    capable = [a for a in adapters if "mappable-primary-buffers" in a.features]
+    unified = [a for a in capable if a.info["adapter_type"] in {"CPU", "IntegratedGPU"}]
+    expected = {False: [], True: capable, None: unified}[choice]
+    assert sorted(d.property("adapter") for d in host) == sorted(a.summary for a in expected)
