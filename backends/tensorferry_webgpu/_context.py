@@ -25,20 +25,23 @@ MAPPABLE = "mappable-primary-buffers"
 
 
 def wants_mapped_storage(options: ContextOptions, adapter: wgpu.GPUAdapter) -> bool:
-    """Whether a context on ``adapter`` should request :data:`MAPPABLE`."""
-    if MAPPABLE not in adapter.features:
-        return False
-    if options.map_storage is not None:
-        return options.map_storage
-    return str(adapter.info["adapter_type"]) in {"CPU", "IntegratedGPU"}
+    """Whether a context on ``adapter`` makes its device memory mappable
+    (``ContextOptions.map_storage``)."""
+    return _mappable_where(options.map_storage, adapter)
 
 
 def offers_host_accessible(options: ContextOptions, adapter: wgpu.GPUAdapter) -> bool:
     """Whether ``adapter`` gets a host-accessible device (``ContextOptions.host_accessible``)."""
+    return _mappable_where(options.host_accessible, adapter)
+
+
+def _mappable_where(choice: bool | None, adapter: wgpu.GPUAdapter) -> bool:
+    """``choice`` where the adapter offers :data:`MAPPABLE`; by default (``None``)
+    only on unified memory (CPU adapters, integrated GPUs)."""
     if MAPPABLE not in adapter.features:
         return False
-    if options.host_accessible is not None:
-        return options.host_accessible
+    if choice is not None:
+        return choice
     return str(adapter.info["adapter_type"]) in {"CPU", "IntegratedGPU"}
 
 

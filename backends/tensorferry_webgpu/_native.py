@@ -304,14 +304,8 @@ def mapped_array(buffer: wgpu.GPUBuffer, offset: int, size: int) -> npt.NDArray[
     """A writable uint8 view of ``size`` mapped bytes at ``offset`` (inside the
     mapped range). Drop every view before the buffer is unmapped: reading one
     afterwards crashes the process."""
-    if _destroying(buffer._device):
-        # wgpu-native panics (aborting the process) on a mapped range of a destroyed device.
-        raise DeviceLostError("the wgpu device was destroyed while its buffer was mapped")
     native = _native()
-    pointer = native.libf.wgpuBufferGetMappedRange(buffer._internal, offset, size)
-    if pointer == native.null:
-        raise DeviceLostError("wgpu returned no mapped memory (the device is gone)")
-    return np.frombuffer(native.buffer(pointer, size), np.uint8)
+    return np.frombuffer(native.buffer(_mapped_pointer(buffer, offset, size), size), np.uint8)
 
 
 def mapped_address(buffer: wgpu.GPUBuffer, offset: int, size: int) -> int:
@@ -321,13 +315,18 @@ def mapped_address(buffer: wgpu.GPUBuffer, offset: int, size: int) -> int:
     it; no array over it may outlive the unmap. Raises :class:`DeviceLostError`
     as :func:`mapped_array` does.
     """
+    return int(_native().cast("uintptr_t", _mapped_pointer(buffer, offset, size)))
+
+
+def _mapped_pointer(buffer: wgpu.GPUBuffer, offset: int, size: int) -> Any:
     if _destroying(buffer._device):
+        # wgpu-native panics (aborting the process) on a mapped range of a destroyed device.
         raise DeviceLostError("the wgpu device was destroyed while its buffer was mapped")
     native = _native()
     pointer = native.libf.wgpuBufferGetMappedRange(buffer._internal, offset, size)
     if pointer == native.null:
         raise DeviceLostError("wgpu returned no mapped memory (the device is gone)")
-    return int(native.cast("uintptr_t", pointer))
+    return pointer
 
 
 def _destroying(gpu: wgpu.GPUDevice) -> bool:
