@@ -148,6 +148,20 @@ class WebGPUBackend:
             return context.host_live_bytes
         return context.live_bytes
 
+    def synchronize(self, device: Device) -> None:
+        """Wait until every copy submitted to ``device`` has finished on it (the
+        :class:`tensorferry.Synchronizer` capability). Returns at once for a device
+        nothing was copied with yet. Raises ``LookupError`` for a foreign device,
+        :class:`ClosedError` after close, :class:`DeviceLostError` for a lost device.
+        """
+        if not self.owns(device):
+            raise UnknownDeviceError(f"{device} is not a device of this webgpu backend")
+        if self._closed:
+            raise ClosedError("the webgpu backend is closed")
+        context = self._contexts.get(device.index)
+        if context is not None:
+            context.synchronize()
+
     def data_transfers(self) -> list[WebGPUDataTransfer]:
         """The one WebGPU transfer."""
         return [self._transfer]

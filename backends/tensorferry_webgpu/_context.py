@@ -10,7 +10,7 @@ from tensorferry_webgpu._buffers import BufferPool, PoolStats, StagingPool
 from tensorferry_webgpu._copy_kernel import CopyKernel, kernel_copies_pay
 from tensorferry_webgpu._errors import translate
 from tensorferry_webgpu._guards import guard_device, mark_host_accessible
-from tensorferry_webgpu._native import MAP_USAGE
+from tensorferry_webgpu._native import MAP_USAGE, wait_idle
 from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._patch import BytePatcher
 from tensorferry_webgpu._threads import CopyThreads
@@ -208,6 +208,24 @@ class Context:
             )
         if self.closed:
             raise ClosedError(f"the WebGPU context of {self.device} is closed")
+
+    def synchronize(self) -> None:
+        """Return once every copy submitted to this context's queue, and every queued
+        write, has finished on the device: an empty submit, then a blocking poll.
+
+        Raises :class:`ClosedError` or :class:`DeviceLostError` for an unusable
+        context, tensorferry's errors for other wgpu failures.
+        """
+        with self.lock:
+            self.check_usable()
+            try:
+                self.queue.submit([])
+                wait_idle(self.gpu)
+            except Exception as exc:
+                error = self.failure(exc)
+                if error is exc:
+                    raise
+                raise error from exc
 
     def failure(self, exc: BaseException, *, allocating: bool = False) -> BaseException:
         """The error to raise for ``exc`` (see :func:`~tensorferry_webgpu._errors.translate`);

@@ -58,6 +58,7 @@ __all__ = [
     "submit_copies",
     "up4",
     "up_to",
+    "wait_idle",
 ]
 
 MAP_READ = 0x0001
@@ -213,6 +214,19 @@ class MapRequest:
 
 _SPIN = 0.002
 """Seconds a stalled wait polls without blocking before it backs off and checks the device."""
+
+
+def wait_idle(gpu: wgpu.GPUDevice) -> None:
+    """Block until every command buffer submitted to ``gpu``'s queue has finished:
+    one blocking ``wgpuDevicePoll`` on the calling thread (no poll-thread hand-off).
+
+    Raises :class:`DeviceLostError` for a lost device, the wgpu error otherwise.
+    """
+    native = _native()
+    try:
+        native.libf.wgpuDevicePoll(gpu._internal, True, native.null)
+    except Exception as exc:
+        raise _lost_or(gpu, exc) from exc
 
 
 def request_map(buffer: wgpu.GPUBuffer, mode: int, offset: int, size: int) -> MapRequest:

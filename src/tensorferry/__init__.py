@@ -12,7 +12,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tensorferry.backend import Backend, BackendFactory, Filler, MemoryUsage, RawAccess
+    from tensorferry.backend import (
+        Backend,
+        BackendFactory,
+        Filler,
+        MemoryUsage,
+        RawAccess,
+        Synchronizer,
+    )
     from tensorferry.device import HOST, Device, DeviceType, MemoryKind, PropertyValue
     from tensorferry.environment import Environment
     from tensorferry.errors import (
@@ -59,6 +66,7 @@ _HOMES = {
     "Filler": "backend",
     "MemoryUsage": "backend",
     "RawAccess": "backend",
+    "Synchronizer": "backend",
     "HOST": "device",
     "Device": "device",
     "DeviceType": "device",
@@ -140,6 +148,7 @@ __all__ = [
     "PropertyValue",
     "RawAccess",
     "Storage",
+    "Synchronizer",
     "Tensor",
     "TensorferryError",
     "TransferHandle",

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from tensorferry.tensor import Tensor
     from tensorferry.transfer import IDataTransfer
 
-__all__ = ["Backend", "BackendFactory", "Filler", "MemoryUsage", "RawAccess"]
+__all__ = ["Backend", "BackendFactory", "Filler", "MemoryUsage", "RawAccess", "Synchronizer"]
 
 
 @runtime_checkable
@@ -119,6 +119,26 @@ class MemoryUsage(Protocol):
     def bytes_in_use(self, device: Device) -> int:
         """Bytes held by live storage on ``device``; raises ``LookupError`` for a
         device the backend does not own."""
+        ...
+
+
+@runtime_checkable
+class Synchronizer(Protocol):
+    """Optional backend capability: wait for a device's queue.
+
+    A backend whose copies into device memory may return before the device has
+    finished them (as WebGPU queues do: later work on the device sees the data,
+    the device itself may still be copying) offers it; backends whose copies are
+    finished when they return need not.
+    """
+
+    def synchronize(self, device: Device) -> None:
+        """Return once every copy submitted to ``device`` has finished on it.
+
+        Raises ``LookupError`` for a device the backend does not own,
+        :class:`~tensorferry.errors.ClosedError` after ``close()`` and
+        :class:`~tensorferry.errors.DeviceLostError` for a lost device.
+        """
         ...
 
 

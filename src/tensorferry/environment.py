@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from tensorferry._fill import element_bytes
 from tensorferry._spec import normalize_backend_name, parse_device_spec
-from tensorferry.backend import Backend, BackendFactory, Filler
+from tensorferry.backend import Backend, BackendFactory, Filler, Synchronizer
 from tensorferry.device import HOST, Device, DeviceType, MemoryKind
 from tensorferry.errors import (
     BackendUnavailableError,
@@ -505,6 +505,28 @@ class Environment:
         See :meth:`DataTransferManager.copy_tensors` for what it raises.
         """
         self._manager.copy_tensors(srcs, dsts)
+
+    def synchronize(self, device: str | Device) -> None:
+        """Return once every copy submitted to ``device`` has finished on the device
+        (``torch.cuda.synchronize`` for one device).
+
+        A copy into device memory may return while the device is still copying:
+        the data is already what every later copy or kernel on that device sees,
+        but the device is busy. Call this to time a transfer, or before handing a
+        device buffer to code outside the device's queue. Copies started by
+        :meth:`copy_tensors_async` and not yet run are not waited for: wait on
+        their handles. Devices whose backend has no
+        :class:`~tensorferry.Synchronizer` capability finish every copy before it
+        returns, so there is nothing to wait for. Raises what :meth:`device`
+        raises for the spec, :class:`ClosedError` and :class:`DeviceLostError`.
+        """
+        self._check_open()
+        resolved = self.device(device)
+        if resolved.is_host:
+            return
+        backend = self.backend(resolved.backend)
+        if isinstance(backend, Synchronizer):
+            backend.synchronize(resolved)
 
     def copy_tensors_async(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> CopyHandle:
         """Start a batch and return a :class:`~tensorferry.CopyHandle` (``wait()``,

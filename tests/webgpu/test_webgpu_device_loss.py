@@ -55,6 +55,7 @@ errors["upload"] = attempt(lambda: env.copy_tensor(zeros, old))
 errors["small upload"] = attempt(lambda: env.copy_tensor(ones, old_small))
 errors["device copy"] = attempt(lambda: env.copy_tensor(old[:100], old[200:300]))
 errors["fill"] = attempt(lambda: env.fill(old, 1.0))
+errors["synchronize"] = attempt(lambda: env.synchronize(device))
 landing = env.from_numpy(out, copy=False)
 errors["async"] = attempt(lambda: env.copy_tensors_async([old], [landing]).wait(60))
 report["out untouched after all"] = bool((out == -1).all())
@@ -63,6 +64,7 @@ report["context lost"] = bool(context.lost)
 fresh_data = np.linspace(0, 1, 1000, dtype=np.float32)
 fresh = env.from_numpy(fresh_data, device)
 report["fresh tensor round trip"] = fresh.numpy().tolist() == fresh_data.tolist()
+report["synchronize after recovery"] = attempt(lambda: env.synchronize(device))
 report["contexts created"] = [created, backend.contexts_created]
 report["fresh context is new"] = backend.context(device) is not context
 three = env.from_numpy(np.array([1, 2, 3], np.uint8))
@@ -90,6 +92,7 @@ def test_destroyed_device(run_child: Callable[..., Any], webgpu_index: int) -> N
     assert report["out untouched after all"]
     assert report["context lost"]
     assert report["fresh tensor round trip"], "new tensors on the device must work"
+    assert report["synchronize after recovery"] is None, report["synchronize after recovery"]
     before, after = report["contexts created"]
     assert after == before + 1, "the device gets exactly one fresh context"
     assert report["fresh context is new"]

@@ -180,3 +180,30 @@ def test_interpreter_exit_with_live_tensors_is_clean(
     assert result.stdout.startswith("done"), result.stdout
     for marker in ("Traceback", "Exception ignored", "panicked"):
         assert marker not in result.stderr, f"stderr at exit:\n{result.stderr}"
+
+
+def test_synchronize(
+    tensorferry_new_env: Callable[[], tf.Environment], tensorferry_device: tf.Device
+) -> None:
+    """``Environment.synchronize`` returns after copies into the device (by spec and
+    by device), the copies hold their data, host memory has nothing to wait for,
+    and a closed environment raises ClosedError. A backend with the optional
+    :class:`tensorferry.Synchronizer` capability refuses a device it does not own
+    with ``LookupError``."""
+    env = tensorferry_new_env()
+    device = env.device(str(tensorferry_device))
+    data = random_array((1 << 20,), np.uint8, seed=310)
+    tensor = env.from_numpy(data, device)
+    twin = env.empty(data.shape, data.dtype, device)
+    env.copy_tensor(tensor, twin)
+    env.synchronize(device)
+    env.synchronize(str(device))
+    env.synchronize(tf.HOST)
+    assert_bytes(twin.numpy(), data, f"a device copy on {device} after synchronize")
+    backend = env.backend(device.backend)
+    if isinstance(backend, tf.Synchronizer):
+        with pytest.raises(LookupError):
+            backend.synchronize(tf.HOST)
+    env.close()
+    with pytest.raises(tf.ClosedError):
+        env.synchronize(device)
