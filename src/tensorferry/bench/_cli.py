@@ -37,7 +37,9 @@ _QUICK_SMALL_SIZES = (4 << 10, 1 << 20)
 """What ``--quick`` measures beside the sizes of the targets it checks."""
 _FULL_TIMING = Timing()
 _QUICK_TIMING = Timing(warmup=1, min_repeats=3, min_seconds=0.02, max_repeats=50)
-_QUICK_LATENCY = Timing(warmup=10, min_repeats=100, min_seconds=0.0, max_repeats=100)
+_QUICK_LATENCY = Timing(
+    warmup=10, min_repeats=100, min_seconds=0.0, max_repeats=100, block=25, block_warmup=2
+)
 _RESULTS_DIR = Path("bench-results")
 
 EXIT_UNAVAILABLE = 3
@@ -157,6 +159,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         f"{LATENCY_TIMING.min_repeats}; --quick: {_QUICK_LATENCY.min_repeats})",
     )
     parser.add_argument(
+        "--block",
+        type=int,
+        help=f"timed runs of one path in a row in latency and decode-step cases, each "
+        f"block led by {LATENCY_TIMING.block_warmup} untimed runs (default "
+        f"{LATENCY_TIMING.block}; --quick: {_QUICK_LATENCY.block}; 1 alternates the paths "
+        "every run, so each run follows another library's use of the GPU)",
+    )
+    parser.add_argument(
         "--model-tensors", type=int, default=300, help="tensors in model-load (default 300)"
     )
     parser.add_argument(
@@ -231,6 +241,10 @@ def _config(args: argparse.Namespace, target_sets: Sequence[str]) -> BenchConfig
         latency = attrs.evolve(
             latency, min_repeats=args.latency_samples, max_repeats=args.latency_samples
         )
+    if args.block is not None:
+        if args.block < 1:
+            raise ValueError("expected --block >= 1")
+        latency = attrs.evolve(latency, block=args.block)
     if args.model_tensors < 1:
         raise ValueError("expected --model-tensors >= 1")
     count, nbytes = args.batch

@@ -17,10 +17,10 @@ from ._workload import HostData, Op, Workload, poison
 __all__ = ["HostAccessiblePath"]
 
 _MEASURED = {
-    Op.UPLOAD: "Environment.copy_tensor(host-accessible tensor, device tensor), then a "
-    "4-byte download of the destination to wait for the device",
-    Op.DOWNLOAD: "Environment.copy_tensor(device tensor, host-accessible tensor), then a "
-    "4-byte read of the destination (its map waits for the device)",
+    Op.UPLOAD: "Environment.copy_tensor(host-accessible tensor, device tensor), then "
+    "Environment.synchronize(device) to wait for the device",
+    Op.DOWNLOAD: "Environment.copy_tensor(device tensor, host-accessible tensor), then "
+    "Environment.synchronize(device) to wait for the device",
 }
 
 
@@ -58,16 +58,15 @@ class HostAccessiblePath:
         env, nbytes = self._env, workload.nbytes
         pinned = env.empty((nbytes,), np.uint8, self._host)
         on_device = env.empty((nbytes,), np.uint8, self._device)
-        landed = np.empty(min(4, nbytes), np.uint8)
         with pinned.mapped() as array:
             array[...] = data.source[0]
             del array
         if workload.op is Op.UPLOAD:
-            target, last = on_device, on_device[nbytes - landed.size :]
+            target = on_device
 
             def upload() -> None:
                 env.copy_tensor(pinned, on_device)
-                last.numpy(out=landed)
+                env.synchronize(self._device)
 
             def verify_upload() -> None:
                 env.fill(target, 0xCD)
@@ -76,11 +75,10 @@ class HostAccessiblePath:
 
             return FunctionCase(run=upload, verify=verify_upload)
         env.copy_tensor(pinned, on_device)
-        tail = pinned[nbytes - landed.size :]
 
         def download() -> None:
             env.copy_tensor(on_device, pinned)
-            tail.numpy(out=landed)
+            env.synchronize(self._device)
 
         def verify_download() -> None:
             with pinned.mapped() as array:

@@ -51,8 +51,12 @@ DEFAULT_PATHS = tuple(name for name in PATH_NAMES if name not in _OPT_IN)
 DEFAULT_SIZES = tuple(4**k * 1024 for k in range(1, 10))
 """Powers of 4 from 4 KiB to 256 MiB."""
 
-LATENCY_TIMING = Timing(warmup=20, min_repeats=300, min_seconds=0.0, max_repeats=300)
-"""``latency`` and ``decode-step``: 300 runs each, for a p99 that means something."""
+LATENCY_TIMING = Timing(
+    warmup=20, min_repeats=300, min_seconds=0.0, max_repeats=300, block=50, block_warmup=2
+)
+"""``latency`` and ``decode-step``: 300 runs each, for a p99 that means something, in
+blocks of 50 runs of one path (each led by 2 untimed runs), so that no
+microsecond-scale run is timed right after another library used the GPU."""
 
 SUSTAINED_TIMING = Timing(warmup=1, min_repeats=3, min_seconds=0.0, max_repeats=3)
 """``sustained``: GiB-sized runs, three each after one untimed."""

@@ -14,7 +14,7 @@ from ._workload import HostData, Op, Workload, poison
 
 __all__ = ["TensorferryPath"]
 
-_WAIT = ", then a 4-byte download of the destination to wait for the device"
+_WAIT = ", then Environment.synchronize(device) to wait for the device"
 _DESCRIPTIONS = {
     Op.UPLOAD: "Environment.copy_tensor(host tensor, device tensor)",
     Op.DOWNLOAD: "Tensor.numpy(out=preallocated array)",
@@ -43,8 +43,8 @@ class TensorferryPath:
 
     Host tensors share the benchmark's numpy arrays (``from_numpy(copy=False)``),
     so every byte a run moves is a byte the transfer itself moved. A copy into
-    device memory is followed by a 4-byte download of its destination, so a run
-    ends when the device has the data, as every peer's does (raw wgpu-py maps a
+    device memory is followed by :meth:`tensorferry.Environment.synchronize`, so a
+    run ends when the device has the data, as every peer's does (raw wgpu-py maps a
     buffer, torch synchronizes); :meth:`without_wait` measures the calls alone.
     When the device cannot be had, only host -> host is measured and
     :attr:`unavailable_reason` says why.
@@ -123,12 +123,9 @@ class TensorferryPath:
         def into_device(sources: list[tf.Tensor], targets: list[tf.Tensor]) -> Case:
             if not self._wait:
                 return self._case(lambda: env.copy_tensors(sources, targets), data, targets)
-            last_word = targets[-1][0:4]
-            landed = np.empty(4, np.uint8)
-
             def copy_and_wait() -> None:
                 env.copy_tensors(sources, targets)
-                last_word.numpy(out=landed)
+                env.synchronize(device)
 
             return self._case(copy_and_wait, data, targets)
 
@@ -200,12 +197,10 @@ class TensorferryPath:
         env = self._env
         sources = [env.from_numpy(v, copy=False) for v in workload.split(data.source[0])]
         outputs = [env.from_numpy(v, copy=False) for v in workload.split(data.destination[0])]
-        landed = np.empty(4, np.uint8)
-
         def load(targets: list[tf.Tensor]) -> list[tf.Tensor]:
             env.copy_tensors(sources, targets)
             if self._wait:
-                targets[-1][0:4].numpy(out=landed)
+                env.synchronize(device)
             return targets
 
         def allocated() -> list[tf.Tensor]:

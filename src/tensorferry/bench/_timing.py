@@ -19,12 +19,21 @@ class Timing:
     ``warmup`` untimed runs, then timed runs until at least ``min_repeats`` runs
     *and* ``min_seconds`` of them (the runs' own time), or ``max_repeats`` runs,
     whichever comes first.
+
+    Paths take turns in blocks of ``block`` timed runs, each block led by
+    ``block_warmup`` untimed ones. One run per turn (``block=1``) spreads the
+    machine's noise most evenly; longer blocks keep a path's runs together, so
+    a microsecond-scale run is not timed right after the GPU switched from
+    another library's device context to this one (on an H200 that switch made
+    every path's 4 KiB round trip 3-5x slower, torch's too).
     """
 
     warmup: int = 2
     min_repeats: int = 5
     min_seconds: float = 0.2
     max_repeats: int = 1000
+    block: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    block_warmup: int = attrs.field(default=0, validator=attrs.validators.ge(0))
 
 
 @attrs.frozen
@@ -65,7 +74,9 @@ def measure_interleaved(
     """Time several paths' runs of one workload, round-robin, so that noise from the
     rest of the machine falls on all of them alike and caches are as cold for each.
 
-    Every run gets ``timing.warmup`` untimed runs, then timed runs until it has
+    Paths take turns in blocks of ``timing.block`` timed runs, each block led by
+    ``timing.block_warmup`` untimed runs. Every path gets ``timing.warmup``
+    untimed runs first, then timed runs until it has
     ``min_repeats`` runs *and* ``min_seconds`` of them, or ``max_repeats``. What a
     run returns is released after its time is taken, so freeing what it allocated
     (a new array, new device tensors) is not part of its time. A run
@@ -96,16 +107,22 @@ def measure_interleaved(
     try:
         while active:
             for name in list(active):
-                elapsed = attempt(name)
-                if elapsed is None:
-                    continue
-                taken = times[name]
-                taken.append(elapsed)
-                if len(taken) >= timing.max_repeats or (
-                    len(taken) >= timing.min_repeats and sum(taken) >= timing.min_seconds
-                ):
-                    outcome[name] = Samples(tuple(taken))
-                    del active[name]
+                for _ in range(timing.block_warmup):
+                    if name in active:
+                        attempt(name)
+                for _ in range(timing.block):
+                    if name not in active:
+                        break
+                    elapsed = attempt(name)
+                    if elapsed is None:
+                        break
+                    taken = times[name]
+                    taken.append(elapsed)
+                    if len(taken) >= timing.max_repeats or (
+                        len(taken) >= timing.min_repeats and sum(taken) >= timing.min_seconds
+                    ):
+                        outcome[name] = Samples(tuple(taken))
+                        del active[name]
     finally:
         if gc_was_enabled:
             gc.enable()
