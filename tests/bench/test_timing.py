@@ -50,7 +50,8 @@ def test_a_failing_path_stops_and_the_others_go_on() -> None:
     outcome = measure_interleaved({"x": broken, "a": _recorder(order, "a")}, timing)
     assert isinstance(outcome["x"], RuntimeError)
     samples = outcome["a"]
-    assert isinstance(samples, Samples) and len(samples.seconds) == 4
+    assert isinstance(samples, Samples)
+    assert len(samples.seconds) == 4
 
 
 @pytest.mark.parametrize("field", ["block", "block_warmup"])
