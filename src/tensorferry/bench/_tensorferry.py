@@ -123,6 +123,7 @@ class TensorferryPath:
         def into_device(sources: list[tf.Tensor], targets: list[tf.Tensor]) -> Case:
             if not self._wait:
                 return self._case(lambda: env.copy_tensors(sources, targets), data, targets)
+
             def copy_and_wait() -> None:
                 env.copy_tensors(sources, targets)
                 env.synchronize(device)
@@ -197,6 +198,7 @@ class TensorferryPath:
         env = self._env
         sources = [env.from_numpy(v, copy=False) for v in workload.split(data.source[0])]
         outputs = [env.from_numpy(v, copy=False) for v in workload.split(data.destination[0])]
+
         def load(targets: list[tf.Tensor]) -> list[tf.Tensor]:
             env.copy_tensors(sources, targets)
             if self._wait:
