@@ -58,3 +58,17 @@ def test_a_failing_path_stops_and_the_others_go_on() -> None:
 def test_block_settings_are_checked(field: str) -> None:
     with pytest.raises(ValueError, match=field):
         Timing(**{field: -1})
+
+
+def test_block_option_sets_every_timing() -> None:
+    """``--block N`` applies to the sweep and to the latency cases alike; the
+    defaults keep latency runs in longer blocks than the sweep's."""
+    from tensorferry.bench._cli import _config, build_parser
+
+    parser = build_parser()
+    default = _config(parser.parse_args([]), ())
+    assert default.latency_timing.block > default.timing.block > 1
+    chosen = _config(parser.parse_args(["--block", "3"]), ())
+    assert (chosen.timing.block, chosen.latency_timing.block) == (3, 3)
+    with pytest.raises(ValueError, match="--block"):
+        _config(parser.parse_args(["--block", "0"]), ())

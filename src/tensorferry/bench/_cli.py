@@ -35,8 +35,10 @@ __all__ = ["EXIT_UNAVAILABLE", "build_parser", "main"]
 
 _QUICK_SMALL_SIZES = (4 << 10, 1 << 20)
 """What ``--quick`` measures beside the sizes of the targets it checks."""
-_FULL_TIMING = Timing()
-_QUICK_TIMING = Timing(warmup=1, min_repeats=3, min_seconds=0.02, max_repeats=50)
+_FULL_TIMING = Timing(block=10, block_warmup=1)
+_QUICK_TIMING = Timing(
+    warmup=1, min_repeats=3, min_seconds=0.02, max_repeats=50, block=10, block_warmup=1
+)
 _QUICK_LATENCY = Timing(
     warmup=10, min_repeats=100, min_seconds=0.0, max_repeats=100, block=25, block_warmup=2
 )
@@ -161,10 +163,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--block",
         type=int,
-        help=f"timed runs of one path in a row in latency and decode-step cases, each "
-        f"block led by {LATENCY_TIMING.block_warmup} untimed runs (default "
-        f"{LATENCY_TIMING.block}; --quick: {_QUICK_LATENCY.block}; 1 alternates the paths "
-        "every run, so each run follows another library's use of the GPU)",
+        help=f"timed runs of one path in a row before the next path's turn (default "
+        f"{LATENCY_TIMING.block} in latency and decode-step cases, each block led by "
+        f"{LATENCY_TIMING.block_warmup} untimed runs, --quick: {_QUICK_LATENCY.block}; "
+        f"{_FULL_TIMING.block} elsewhere, led by {_FULL_TIMING.block_warmup}); 1 alternates "
+        "the paths every run, so each run follows another library's use of the GPU",
     )
     parser.add_argument(
         "--model-tensors", type=int, default=300, help="tensors in model-load (default 300)"
@@ -216,12 +219,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, target_sets: Sequence[str]) -> BenchConfig:
+    if args.block is not None and args.block < 1:
+        raise ValueError("expected --block >= 1")
     base = _QUICK_TIMING if args.quick else _FULL_TIMING
     timing = Timing(
         warmup=base.warmup if args.warmup is None else args.warmup,
         min_repeats=base.min_repeats if args.repeats is None else args.repeats,
         min_seconds=base.min_seconds if args.min_time is None else args.min_time,
         max_repeats=base.max_repeats,
+        block=base.block if args.block is None else args.block,
+        block_warmup=base.block_warmup,
     )
     if timing.warmup < 0 or timing.min_repeats < 1 or timing.min_seconds < 0:
         raise ValueError("expected --warmup >= 0, --repeats >= 1 and --min-time >= 0")
@@ -242,8 +249,6 @@ def _config(args: argparse.Namespace, target_sets: Sequence[str]) -> BenchConfig
             latency, min_repeats=args.latency_samples, max_repeats=args.latency_samples
         )
     if args.block is not None:
-        if args.block < 1:
-            raise ValueError("expected --block >= 1")
         latency = attrs.evolve(latency, block=args.block)
     if args.model_tensors < 1:
         raise ValueError("expected --model-tensors >= 1")
