@@ -18,7 +18,10 @@ from tensorferry_webgpu._threads import CopyThreads
 if TYPE_CHECKING:
     import wgpu
 
-__all__ = ["MAPPABLE", "Context", "wants_mapped_storage"]
+__all__ = ["DEFERRED_WRITES", "MAPPABLE", "Context", "wants_mapped_storage"]
+
+DEFERRED_WRITES = 4 << 20
+"""Bytes of ``write_buffer`` data batches may leave staged before one must submit."""
 
 MAPPABLE = "mappable-primary-buffers"
 """wgpu's native feature that lets buffers combine MAP_READ/MAP_WRITE with any usage."""
@@ -127,6 +130,9 @@ class Context:
         self._state_lock = threading.Lock()
         self.closed = False
         self.lost = False
+        # Bytes of queue.write_buffer staged by batches that ended without a submit
+        # (see flush_writes); read and written under the lock.
+        self.unsubmitted_writes = 0
         guard_device(gpu, self.lock, self._destroyed)
 
     def _destroyed(self) -> None:
@@ -209,6 +215,28 @@ class Context:
         if self.closed:
             raise ClosedError(f"the WebGPU context of {self.device} is closed")
 
+    def defer_writes(self, nbytes: int) -> bool:
+        """Count ``nbytes`` of ``write_buffer`` data that a batch leaves staged without
+        a submit; True once the staged bytes reach :data:`DEFERRED_WRITES`, when the
+        caller must submit (wgpu keeps staged data until a submit). Under the lock.
+
+        A lone small upload then costs no submit: the data lands at the next
+        submit, ahead of anything a later copy or kernel does on the device.
+        """
+        staged = self.unsubmitted_writes + nbytes
+        if staged >= DEFERRED_WRITES:
+            self.unsubmitted_writes = 0
+            return True
+        self.unsubmitted_writes = staged
+        return False
+
+    def flush_writes(self) -> None:
+        """Submit the writes earlier batches left staged (an empty submit), so that a
+        map of a buffer sees them: a map waits for submitted work only. Under the lock."""
+        if self.unsubmitted_writes:
+            self.unsubmitted_writes = 0
+            self.queue.submit([])
+
     def synchronize(self) -> None:
         """Return once every copy submitted to this context's queue, and every queued
         write, has finished on the device: an empty submit, then a blocking poll.
@@ -219,6 +247,7 @@ class Context:
         with self.lock:
             self.check_usable()
             try:
+                self.unsubmitted_writes = 0
                 self.queue.submit([])
                 wait_idle(self.gpu)
             except Exception as exc:

@@ -113,6 +113,7 @@ class MappedScope:
                 start = down8(self._offset)
                 size = up4(self._offset + self._nbytes) - start
                 mode = MAP_WRITE if self._writable else MAP_READ
+                context.flush_writes()  # a map sees submitted writes only
                 request_map(buffer, mode, start, size).wait(
                     context.gpu, lost_after=context.options.lost_after
                 )

@@ -34,7 +34,7 @@ class Queue:
         # Copies recorded by :meth:`copy`, not yet in the encoder: the last one
         # grows while the next copy continues it in both buffers.
         self._copies: list[list[object]] = []
-        self._pending_writes = False
+        self._pending_writes = 0  # bytes of write_buffer data since the last submit
         self._attached: list[wgpu.GPUBuffer] = []
         self._scratch: list[wgpu.GPUBuffer] = []
         self.epoch = 0
@@ -78,14 +78,14 @@ class Queue:
         so that the write keeps its place in the batch's order."""
         assert self.idle or self._pending_writes, "a write_buffer would overtake encoded commands"
         self._queue.write_buffer(buffer, offset, data)
-        self._pending_writes = True
+        self._pending_writes += memoryview(data).nbytes  # type: ignore[arg-type]
 
     def write_fresh(self, buffer: wgpu.GPUBuffer, data: bytes) -> None:
         """``queue.write_buffer`` of ``data`` (a multiple of 4 bytes) at the start of a
         :meth:`scratch` buffer, at any time: no earlier command touches a fresh
         buffer, so landing ahead of the encoded commands changes nothing."""
         self._queue.write_buffer(buffer, 0, data)
-        self._pending_writes = True
+        self._pending_writes += len(data)
 
     def write_inline(
         self, buffer: wgpu.GPUBuffer, offset: int, data: bytes, *, count: int | None = None
@@ -136,20 +136,22 @@ class Queue:
                 # Copies alone (a small download, a batch of uploads): one native submit.
                 copies, self._copies = self._copies, []
                 submit_copies(self._gpu, self._queue, copies)  # type: ignore[arg-type]
+                context.unsubmitted_writes = 0  # a submit carries every staged write
             else:
                 if self._copies:
                     self.encoder()
                 if self._encoder is not None:
                     encoder, self._encoder = self._encoder, None
                     self._queue.submit([encoder.finish()])
-                elif self._pending_writes:
+                    context.unsubmitted_writes = 0
+                elif self._pending_writes and context.defer_writes(self._pending_writes):
                     self._queue.submit([])
         except BaseException:
             for chunk in attached:
                 context.upload_staging.discard(chunk)
             raise
         finally:
-            self._pending_writes = False
+            self._pending_writes = 0
             self.epoch += 1
         for chunk in attached:
             context.upload_staging.give_back(chunk)
@@ -164,6 +166,7 @@ class Queue:
         (a blocking poll on this thread; the map waits for every submitted command
         that uses the buffer)."""
         self.submit()
+        self._context.flush_writes()  # writes that earlier batches left staged
         self.wait(request_map(buffer, mode, offset, size))
 
     def wait(self, request: MapRequest) -> None:
@@ -175,7 +178,7 @@ class Queue:
         are discarded, since their state is unknown."""
         self._encoder = None
         self._copies = []
-        self._pending_writes = False
+        self._pending_writes = 0
         self._context.patcher.discard()
         attached, self._attached = self._attached, []
         for chunk in attached:
