@@ -66,7 +66,9 @@ def test_staged_writes_stay_bounded(fresh_env: tf.Environment, webgpu_index: int
     assert 0 < most < DEFERRED_WRITES
 
 
-def test_host_accessible_memory_sees_a_staged_upload_copied_into_it(fresh_env: tf.Environment) -> None:
+def test_host_accessible_memory_sees_a_staged_upload_copied_into_it(
+    fresh_env: tf.Environment,
+) -> None:
     """A staged small upload, copied on into host-accessible memory, is what a
     mapped scope of that memory shows."""
     env = fresh_env
