@@ -28,7 +28,12 @@ if TYPE_CHECKING:
     from tensorferry_webgpu._context import Context
     from tensorferry_webgpu._storage import WebGPUStorage
 
-__all__ = ["run_batch"]
+__all__ = ["FEW_OPS", "run_batch"]
+
+FEW_OPS = 8
+"""Batches of at most this many ops upload small tensors by ``write_buffer`` each:
+packing them into a staging chunk costs a wait for the chunk's map (a blocking
+poll until the device's queue is idle), which only pays across many pieces."""
 
 
 def run_batch(context: Context, ops: Sequence[Op]) -> None:
@@ -42,7 +47,7 @@ def run_batch(context: Context, ops: Sequence[Op]) -> None:
     """
     with context.lock:
         context.check_usable()
-        batch = _Batch(context, single=len(ops) == 1)
+        batch = _Batch(context, single=len(ops) <= FEW_OPS)
         try:
             batch.run(ops)
         except BaseException as exc:

@@ -44,6 +44,12 @@ class Queue:
         """True while nothing is recorded since the last submit."""
         return self._encoder is None and not self._copies and not self._pending_writes
 
+    @property
+    def unencoded(self) -> bool:
+        """True while nothing but ``write_buffer`` data is recorded since the last
+        submit: a further ``write_buffer`` still lands in the batch's order."""
+        return self._encoder is None and not self._copies
+
     def encoder(self) -> wgpu.GPUCommandEncoder:
         """The open command encoder (made on first use after a submit), holding every
         copy recorded by :meth:`copy` so far."""
@@ -76,7 +82,7 @@ class Queue:
     def write_buffer(self, buffer: wgpu.GPUBuffer, offset: int, data: object) -> None:
         """``queue.write_buffer`` (4-byte aligned, non-empty); only while nothing is encoded,
         so that the write keeps its place in the batch's order."""
-        assert self.idle or self._pending_writes, "a write_buffer would overtake encoded commands"
+        assert self.unencoded, "a write_buffer would overtake encoded commands"
         self._queue.write_buffer(buffer, offset, data)
         self._pending_writes += memoryview(data).nbytes  # type: ignore[arg-type]
 

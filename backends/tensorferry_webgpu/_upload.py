@@ -69,9 +69,9 @@ class UploadStager:
         body = src[lo - offset : hi - offset]
         if body.nbytes > self._chunk:
             self._stream(body, buffer, lo)
-        elif self._single and queue.idle and body.nbytes <= self._context.options.small_upload:
-            # A lone upload: write_buffer is the fastest way (in a batch, packing
-            # pieces into one staging chunk is).
+        elif self._single and queue.unencoded and body.nbytes <= self._context.options.small_upload:
+            # A lone upload, or one of a few: write_buffer is the fastest way (in a
+            # larger batch, packing pieces into one staging chunk is).
             queue.write_buffer(buffer, lo, body)
         else:
             self._pack_into_chunks(body, buffer, lo)

@@ -17,6 +17,7 @@ import pytest
 
 import tensorferry as tf
 import tensorferry_webgpu._queue as queue_module
+from tensorferry_webgpu._batch import FEW_OPS
 
 Bytes = npt.NDArray[np.uint8]
 ROWS = 64
@@ -130,13 +131,15 @@ def test_copies_that_do_not_continue_stay_apart(
     env: tf.Environment, device: tf.Device, recorded: list[list[Any]]
 ) -> None:
     """Rows uploaded in reverse order are not neighbours in staging order: one
-    command each, and every byte lands where it belongs."""
+    command each, and every byte lands where it belongs (more rows than a batch
+    of a few ops, which write_buffer each)."""
     width = 256
+    count = FEW_OPS + 4
     rng = np.random.default_rng(5)
-    host = rng.integers(0, 256, (8, width), dtype=np.uint8)
-    target = env.empty((8 * width,), np.uint8, device)
-    rows = [env.from_numpy(host, copy=False)[i] for i in range(8)]
-    slices = [target[i * width : (i + 1) * width] for i in range(8)]
+    host = rng.integers(0, 256, (count, width), dtype=np.uint8)
+    target = env.empty((count * width,), np.uint8, device)
+    rows = [env.from_numpy(host, copy=False)[i] for i in range(count)]
+    slices = [target[i * width : (i + 1) * width] for i in range(count)]
     env.copy_tensors(rows[::-1], slices[::-1])
-    assert sum(len(call) for call in recorded) == 8
+    assert sum(len(call) for call in recorded) == count
     _same(target.numpy(), host.reshape(-1), "reversed rows")
