@@ -15,9 +15,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import wgpu
 
-__all__ = ["destroy", "guard", "guard_device", "is_host_accessible", "mark_host_accessible"]
+__all__ = [
+    "destroy",
+    "guard",
+    "guard_device",
+    "is_host_accessible",
+    "is_live_and_guarded",
+    "mark_host_accessible",
+]
 
 _HOST_MARK = "tensorferry_host_accessible"
+_DESTROYED_MARK = "tensorferry_destroyed"
 
 
 def mark_host_accessible(buffer: wgpu.GPUBuffer) -> wgpu.GPUBuffer:
@@ -64,6 +72,15 @@ def guard_device(
     gpu.destroy = destroy
 
 
+def is_live_and_guarded(buffer: wgpu.GPUBuffer) -> bool:
+    """Whether ``buffer`` is one of tensorferry's guarded buffers and :func:`destroy`
+    has not destroyed it: only then can nothing else have destroyed it either, and
+    a wgpu object made with it (a bind group) stays safe to submit."""
+    attributes = vars(buffer)
+    return attributes.get("destroy") is _refuse_destroy and _DESTROYED_MARK not in attributes
+
+
 def destroy(buffer: wgpu.GPUBuffer) -> None:
-    """Destroy a buffer, guarded or not."""
+    """Destroy a buffer, guarded or not (marking it, see :func:`is_live_and_guarded`)."""
+    setattr(buffer, _DESTROYED_MARK, True)
     type(buffer).destroy(buffer)

@@ -119,3 +119,72 @@ def test_cpu_adapters_keep_the_copy_command(env: tf.Environment, device: tf.Devi
     context = tw.backend_of(env).context(device)
     expected = kernel_copies_pay(str(device.property("adapter_type")))
     assert context.kernel_copies is expected
+
+
+def test_repeated_copies_reuse_their_bind_groups(
+    make_env: Callable[..., tf.Environment], monkeypatch: pytest.MonkeyPatch, webgpu_index: int
+) -> None:
+    """A kernel copy repeated between the same tensors binds once and stays exact
+    as the source changes; a copy between other places binds anew."""
+    env = make_env(tw.ContextOptions(kernel_copies=True, kernel_copy_min=16))
+    device = env.device(f"webgpu:{webgpu_index}")
+    bound: list[int] = []
+    real = CopyKernel._bind
+
+    def spy(self: CopyKernel, *args: Any) -> Any:
+        bound.append(args[-1])
+        return real(self, *args)
+
+    monkeypatch.setattr(CopyKernel, "_bind", spy)
+    src = env.empty((4096,), np.uint8, device)
+    dst = env.empty((4096,), np.uint8, device)
+    for round_ in range(3):
+        data = np.full(4096, round_ + 1, np.uint8)
+        env.copy_tensor(env.from_numpy(data), src)
+        env.copy_tensor(src, dst)
+        np.testing.assert_array_equal(dst.numpy(), data)
+    assert bound == [4096]
+    env.copy_tensor(src[:2048], dst[2048:])
+    assert bound == [4096, 2048]
+
+
+def test_plain_wgpu_buffers_are_never_remembered(gpu: Any) -> None:
+    """A caller's buffers may be destroyed behind tensorferry's back: their bind
+    groups are not kept."""
+    kernel = CopyKernel(gpu)
+    _run(gpu, kernel, 0, 0, SIZE)
+    assert not kernel._cache
+
+
+REUSED_ID_CHILD = """
+import gc, sys
+import numpy as np
+import tensorferry as tf
+import tensorferry_webgpu as tw
+options = tw.ContextOptions(
+    kernel_copies=True, kernel_copy_min=16, cache_mode=tw.CacheMode.DISABLED
+)
+env = tf.Environment(backends=[])
+env.register_backend("webgpu", tw.WebGPUBackend(options))
+device = env.device(f"webgpu:{sys.argv[1]}")
+src = env.from_numpy(np.arange(4096, dtype=np.uint32), device)
+results = []
+for round_ in range(20):
+    dst = env.empty((4096,), np.uint32, device)
+    env.copy_tensor(src, dst)
+    results.append(bool((dst.numpy() == np.arange(4096, dtype=np.uint32)).all()))
+    del dst  # its buffer is destroyed (no pool): a later buffer may reuse its id
+    gc.collect()
+env.close()
+print("ok" if all(results) else f"wrong {results}")
+"""
+
+
+def test_a_destroyed_buffers_bind_group_is_never_used(
+    run_child: Callable[..., Any], webgpu_index: int
+) -> None:
+    """Destinations destroyed after each copy (no pool): every new destination gets
+    its own bind group, the copies stay exact and nothing aborts."""
+    result = run_child(REUSED_ID_CHILD, str(webgpu_index))
+    assert result.returncode == 0, result.describe()
+    assert result.stdout.strip().endswith("ok"), result.describe()

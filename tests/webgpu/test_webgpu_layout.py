@@ -16,8 +16,8 @@ import tensorferry_webgpu
 PACKAGE = pathlib.Path(tensorferry_webgpu.__file__).parent
 
 LAYERS = [
-    {"_native", "_guards", "_patch", "_threads", "_adapters", "_copy_kernel"},
-    {"_buffers", "_errors"},
+    {"_native", "_guards", "_patch", "_threads", "_adapters"},
+    {"_buffers", "_errors", "_copy_kernel"},
     {"_options"},
     {"_context"},
     {"_mapping"},
