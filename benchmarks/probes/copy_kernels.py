@@ -18,6 +18,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import wgpu
@@ -31,14 +32,19 @@ _HEAD = """
 @group(0) @binding(1) var<storage, read_write> dst: array<vec4<u32>>;
 @group(0) @binding(2) var<uniform> p: vec4<u32>;
 """
-_LOOP = _HEAD + """
+_LOOP = (
+    _HEAD
+    + """
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g: vec3<u32>) {
     let stride = g.x * 256u;
     for (var i = id.x; i < p.x; i = i + stride) { dst[i] = src[i]; }
 }
 """
-_GRID = _HEAD + """
+)
+_GRID = (
+    _HEAD
+    + """
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_index) l: u32,
         @builtin(num_workgroups) g: vec3<u32>) {{
@@ -49,6 +55,7 @@ fn main(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_index) l:
     }}
 }}
 """
+)
 
 
 def main() -> None:
@@ -79,11 +86,8 @@ def main() -> None:
         words = size // 16
         gpu.queue.write_buffer(params, 0, struct.pack("<4I", words, 0, 0, 0))
 
-        def engine(encoder: wgpu.GPUCommandEncoder) -> None:
-            encoder.copy_buffer_to_buffer(src, 0, dst, 0, size)
-
         runs: dict[str, Callable[[wgpu.GPUCommandEncoder], None]] = {
-            "copy_buffer_to_buffer": engine
+            "copy_buffer_to_buffer": partial(_engine, src, dst, size)
         }
         for name, (pipeline, unroll, cap) in kernels.items():
             group = gpu.create_bind_group(
@@ -105,6 +109,12 @@ def main() -> None:
             print(f"{size >> 20} MiB {name} {size / seconds / 1e9:.1f}")
         src.destroy()
         dst.destroy()
+
+
+def _engine(
+    src: wgpu.GPUBuffer, dst: wgpu.GPUBuffer, size: int, encoder: wgpu.GPUCommandEncoder
+) -> None:
+    encoder.copy_buffer_to_buffer(src, 0, dst, 0, size)
 
 
 def _pipeline(gpu: wgpu.GPUDevice, code: str) -> wgpu.GPUComputePipeline:

@@ -2,10 +2,11 @@
 
 For ``argv[1]`` MiB (default 1024): the kernel's transparent-huge-page settings,
 then GB/s of writing a new numpy array (first touch) and the same array again
-(already touched), on 1 and 8 threads; an anonymous mmap with ``madvise
+(already touched), on 1, 8 and 16 threads; an anonymous mmap with ``madvise
 (MADV_HUGEPAGE)``; an mmap with ``MAP_POPULATE`` (the kernel faults every page
 in the mmap call); and tensorferry's ``Tensor.numpy()`` (new array) against
-``Tensor.numpy(out=touched)`` on the best WebGPU device.
+``Tensor.numpy(out=touched)`` and into a new huge-page mmap, on the best WebGPU
+device with 8 and 16 copy threads.
 Run: ``python benchmarks/probes/first_touch.py [MiB]``.
 """
 
@@ -22,13 +23,14 @@ import numpy as np
 import numpy.typing as npt
 
 import tensorferry as tf
+import tensorferry_webgpu as tw
 
 Bytes = npt.NDArray[np.uint8]
 
 
-def _rate(nbytes: int, work: Callable[[], object]) -> float:
+def _rate(nbytes: int, work: Callable[..., object], *args: object, **kwargs: object) -> float:
     start = time.perf_counter()
-    work()
+    work(*args, **kwargs)
     return nbytes / (time.perf_counter() - start) / 1e9
 
 
@@ -56,39 +58,57 @@ def main() -> None:
         path = Path("/sys/kernel/mm/transparent_hugepage") / name
         print(f"THP {name}: {path.read_text().strip() if path.exists() else 'n/a'}")
     src = np.ones(nbytes, np.uint8)
-    with ThreadPoolExecutor(8) as pool:
-        for threads in (1, 8):
+    with ThreadPoolExecutor(16) as pool:
+        for threads in (1, 8, 16):
             for _ in range(2):
                 fresh = np.empty(nbytes, np.uint8)
-                first = _rate(nbytes, lambda: _write(fresh, src, threads, pool))
-                again = _rate(nbytes, lambda: _write(fresh, src, threads, pool))
-                print(f"np.empty, {threads} thread(s): first touch {first:.1f} GB/s, "
-                      f"touched {again:.1f} GB/s")
+                first = _rate(nbytes, _write, fresh, src, threads, pool)
+                again = _rate(nbytes, _write, fresh, src, threads, pool)
+                print(
+                    f"np.empty, {threads} thread(s): first touch {first:.1f} GB/s, "
+                    f"touched {again:.1f} GB/s"
+                )
                 del fresh
             for huge in (False, True):
                 region, fresh = _mapped(nbytes, populate=False, huge=huge)
-                first = _rate(nbytes, lambda: _write(fresh, src, threads, pool))
-                print(f"mmap{' + MADV_HUGEPAGE' if huge else ''}, {threads} thread(s): "
-                      f"first touch {first:.1f} GB/s")
+                first = _rate(nbytes, _write, fresh, src, threads, pool)
+                print(
+                    f"mmap{' + MADV_HUGEPAGE' if huge else ''}, {threads} thread(s): "
+                    f"first touch {first:.1f} GB/s"
+                )
                 del fresh
                 region.close()
             start = time.perf_counter()
             region, fresh = _mapped(nbytes, populate=True, huge=False)
             populate = time.perf_counter() - start
-            write = _rate(nbytes, lambda: _write(fresh, src, threads, pool))
-            print(f"mmap MAP_POPULATE: {nbytes / populate / 1e9:.1f} GB/s to populate, then "
-                  f"{threads} thread(s) write {write:.1f} GB/s")
+            write = _rate(nbytes, _write, fresh, src, threads, pool)
+            print(
+                f"mmap MAP_POPULATE: {nbytes / populate / 1e9:.1f} GB/s to populate, then "
+                f"{threads} thread(s) write {write:.1f} GB/s"
+            )
             del fresh
             region.close()
-    with tf.Environment() as env:
-        tensor = env.from_numpy(src, env.select_device())
-        touched = np.empty(nbytes, np.uint8)
-        tensor.numpy(out=touched)
-        for _ in range(3):
-            new = _rate(nbytes, tensor.numpy)
-            out = _rate(nbytes, lambda: tensor.numpy(out=touched))
-            print(f"tensorferry {tensor.device}: numpy() {new:.1f} GB/s, "
-                  f"numpy(out=touched) {out:.1f} GB/s")
+    for copy_threads in (8, 16):
+        env = tf.Environment(backends=[])
+        env.register_backend(
+            "webgpu", tw.WebGPUBackend(tw.ContextOptions(copy_threads=copy_threads))
+        )
+        with env:
+            tensor = env.from_numpy(src, env.device("webgpu"))
+            touched = np.empty(nbytes, np.uint8)
+            tensor.numpy(out=touched)
+            for _ in range(3):
+                new = _rate(nbytes, tensor.numpy)
+                region, fresh = _mapped(nbytes, populate=False, huge=True)
+                into_huge = _rate(nbytes, tensor.numpy, out=fresh)
+                del fresh
+                region.close()
+                out = _rate(nbytes, tensor.numpy, out=touched)
+                print(
+                    f"tensorferry {tensor.device}, {copy_threads} copy threads: numpy() {new:.1f} "
+                    f"GB/s, numpy(out=new mmap + MADV_HUGEPAGE) {into_huge:.1f}, "
+                    f"numpy(out=touched) {out:.1f}"
+                )
 
 
 if __name__ == "__main__":
