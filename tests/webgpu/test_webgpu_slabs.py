@@ -143,6 +143,57 @@ def test_a_batch_of_small_neighbours_is_a_few_copy_commands(
         assert commands >= N, "one buffer per tensor: one command per tensor"
 
 
+def test_copies_within_one_slab_keep_the_order_of_a_loop(
+    slab_env: Callable[..., tuple[tf.Environment, tf.Device]],
+    copy_commands: list[int],
+) -> None:
+    """Copies between tensors of one slab bounce through scratch memory; a copy that
+    reads what an earlier one wrote still sees it, and neighbours still merge."""
+    env, device = slab_env()
+    data = np.arange(6 * 64, dtype=np.uint32).reshape(6, 64)
+    t = [env.from_numpy(row, device) for row in data]
+    assert len({id(tw.buffer_of(x)[0]) for x in t}) == 1
+    expected = data.copy()
+    pairs = [(0, 1), (1, 2), (3, 4), (4, 3), (5, 5)]
+    for s, d in pairs:
+        expected[d] = expected[s]
+    env.copy_tensors([t[s] for s, _ in pairs], [t[d] for _, d in pairs])
+    np.testing.assert_array_equal(np.stack([x.numpy() for x in t]), expected)
+    many = [env.from_numpy(np.full(256, k, np.uint32), device) for k in range(200)]
+    targets = empties(env, device, 200, KIB)
+    before = copy_commands[0]
+    env.copy_tensors(many, [x.view(np.uint32) for x in targets])
+    assert copy_commands[0] - before <= 8
+    assert all((x.view(np.uint32).numpy() == k).all() for k, x in enumerate(targets))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_copies_within_one_slab_match_a_loop(
+    slab_env: Callable[..., tuple[tf.Environment, tf.Device]], seed: int
+) -> None:
+    """Batches of copies between random ranges of tensors in one slab (aligned and
+    ragged, overlapping, chained) leave what copying one after another would."""
+    env, device = slab_env()
+    rng = np.random.default_rng(seed)
+    count, size = 12, 256
+    data = rng.integers(0, 256, (count, size), dtype=np.uint8)
+    tensors = [env.from_numpy(row, device) for row in data]
+    assert len({id(tw.buffer_of(t)[0]) for t in tensors}) == 1
+    expected = data.copy()
+    sources, targets = [], []
+    for _ in range(60):
+        n = int(rng.choice([4, 8, 64, 256, 3, 17]))
+        align = 4 if rng.random() < 0.8 else 1
+        s, d = (int(k) for k in rng.integers(0, count, 2))
+        at_s = int(rng.integers(0, (size - n) // align + 1)) * align
+        at_d = int(rng.integers(0, (size - n) // align + 1)) * align
+        expected[d, at_d : at_d + n] = expected[s, at_s : at_s + n].copy()
+        sources.append(tensors[s][at_s : at_s + n])
+        targets.append(tensors[d][at_d : at_d + n])
+    env.copy_tensors(sources, targets)
+    np.testing.assert_array_equal(np.stack([t.numpy() for t in tensors]), expected)
+
+
 def test_ragged_views_fill_and_raw_access_keep_the_neighbours(
     slab_env: Callable[..., tuple[tf.Environment, tf.Device]],
 ) -> None:
