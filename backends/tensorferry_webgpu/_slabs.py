@@ -190,14 +190,16 @@ class SlabAllocator:
 
     def stats(self) -> SlabStats:
         """A snapshot of the counters (releases queued so far included)."""
-        self._settle()
         with self._lock:
-            return SlabStats(
+            self._apply_returns()
+            stats = SlabStats(
                 slabs=sum(g.slabs for g in self._strides.values()),
                 slab_bytes=sum(g.bytes for g in self._strides.values()),
                 slots=self._slots,
                 cached_bytes=self._pool.stats().cached_bytes,
             )
+        self._settle()
+        return stats
 
     def close(self) -> None:
         """Destroy idle slab buffers; slabs still in use are destroyed when they empty,
@@ -205,6 +207,7 @@ class SlabAllocator:
         with self._lock:
             self._closed = True
         self._pool.close()
+        self._settle()
 
     @staticmethod
     def _open_slab(group: _Stride) -> Slab | None:
