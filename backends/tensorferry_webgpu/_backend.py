@@ -36,7 +36,7 @@ from tensorferry_webgpu._errors import WebGPUError
 from tensorferry_webgpu._native import device_of
 from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._raw import read_raw, write_raw
-from tensorferry_webgpu._storage import WebGPUStorage
+from tensorferry_webgpu._storage import WebGPUStorage, allocate_storage
 from tensorferry_webgpu._transfer import WebGPUDataTransfer
 
 if TYPE_CHECKING:
@@ -104,7 +104,8 @@ class WebGPUBackend:
         return device.index < len(devices) and devices[device.index] == device
 
     def allocate(self, device: Device, nbytes: int) -> WebGPUStorage:
-        """A pooled buffer of ``nbytes`` on ``device``; raises OutOfDeviceMemoryError
+        """Storage of ``nbytes`` on ``device`` (a slot in a slab up to ``slab_max``
+        bytes of device memory, else a pooled buffer); raises OutOfDeviceMemoryError
         past the device's maximum buffer size or when memory runs out. A device
         found lost here is replaced by a fresh context (an adopted device cannot
         be: DeviceLostError). Raises ``ValueError`` for a negative size, before
@@ -117,14 +118,12 @@ class WebGPUBackend:
         if not nbytes:
             return WebGPUStorage(context, None, 0, device=tag)
         try:
-            buffer = context.allocate(nbytes, host=host)
+            return allocate_storage(context, nbytes, device=tag)
         except DeviceLostError:
             if context.adopted or not context.lost:
                 raise
             # The loss was found just now; new memory goes to a fresh context.
-            context = self.context(device)
-            buffer = context.allocate(nbytes, host=host)
-        return WebGPUStorage(context, buffer, nbytes, device=tag)
+            return allocate_storage(self.context(device), nbytes, device=tag)
 
     def read_raw(self, storage: Storage, offset: int, nbytes: int) -> bytes:
         """Bytes of ``storage`` read with plain wgpu-py calls, bypassing the transfer
@@ -372,7 +371,10 @@ def _check_same_enumeration(adapter: wgpu.GPUAdapter) -> None:
 def buffer_of(tensor: Tensor) -> tuple[wgpu.GPUBuffer, int]:
     """The ``GPUBuffer`` behind a WebGPU tensor and the tensor's byte offset in it.
 
-    A pooled tensor's buffer stays tensorferry's: its ``destroy()`` raises
+    A small tensor (up to ``ContextOptions.slab_max`` bytes) shares its buffer
+    with others (a slab); its offset is a multiple of 16, not of the device's
+    storage-binding offset alignment. A pooled tensor's buffer stays
+    tensorferry's: its ``destroy()`` raises
     ``RuntimeError`` (work on a destroyed buffer would abort the process); let
     the tensor go instead. Raises ``TypeError`` for a tensor of another
     backend, ``ValueError`` for a zero-byte tensor (which holds no buffer).

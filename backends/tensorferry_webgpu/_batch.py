@@ -97,6 +97,8 @@ class _Batch:
                 if self._copier is None:
                     self._copier = DeviceCopier(self._context, self._queue)
                 after = self._copier.pack_run(ops, index)
+                if after == index:  # copies within one buffer (a slab): one bounce
+                    after = self._copier.bounce_run(ops, index)
                 if after > index:
                     index = after
                     continue

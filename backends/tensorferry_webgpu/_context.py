@@ -13,6 +13,7 @@ from tensorferry_webgpu._guards import guard_device, mark_host_accessible
 from tensorferry_webgpu._native import MAP_USAGE, wait_idle
 from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._patch import BytePatcher
+from tensorferry_webgpu._slabs import Slab, SlabAllocator
 from tensorferry_webgpu._threads import CopyThreads
 
 if TYPE_CHECKING:
@@ -80,6 +81,19 @@ class Context:
         self.lock = threading.RLock()
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
         mappable = MAPPABLE in gpu.features
+        # Slabs hold many tensors: never mappable, so neither a caller nor direct
+        # mapping can map one while other tensors in it are copied.
+        self.slabs = (
+            SlabAllocator(
+                gpu,
+                usage,
+                cache_mode=options.cache_mode,
+                max_cached_bytes=options.max_cached_bytes,
+                max_cached_buffers=options.max_cached_buffers,
+            )
+            if options.slab_max
+            else None
+        )
         self.mapped_storage = mappable if map_storage is None else map_storage and mappable
         if self.mapped_storage:
             usage |= wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.MAP_WRITE
@@ -201,6 +215,8 @@ class Context:
             self.upload_staging.close()
             self.download_staging.close()
             self.pool.close()
+            if self.slabs is not None:
+                self.slabs.close()
             if self.host_pool is not None:
                 self.host_pool.close()
             self.threads.close()
@@ -286,6 +302,22 @@ class Context:
                 assert self.host_pool is not None, "only mappable devices have host memory"
                 return mark_host_accessible(self.host_pool.acquire(nbytes))
             return self.pool.acquire(nbytes)
+        except Exception as exc:
+            raise self.failure(exc, allocating=True) from exc
+
+    def allocate_slot(self, nbytes: int) -> tuple[Slab, int] | None:
+        """A slot for ``nbytes`` device bytes in a slab and its byte offset there, or
+        ``None`` when ``nbytes`` is over ``slab_max`` (or slabs are off).
+
+        Raises :class:`ClosedError` or :class:`DeviceLostError` for an unusable
+        context and :class:`OutOfDeviceMemoryError` when a new slab cannot be made.
+        """
+        slabs = self.slabs
+        if slabs is None or nbytes > self.options.slab_max:
+            return None
+        self.check_usable()
+        try:
+            return slabs.acquire(nbytes)
         except Exception as exc:
             raise self.failure(exc, allocating=True) from exc
 

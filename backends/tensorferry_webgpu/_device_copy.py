@@ -4,11 +4,15 @@ Whole 4-byte words go through ``copy_buffer_to_buffer`` or, for large copies
 on GPUs, the 16-byte-word copy kernel (:mod:`._copy_kernel`); ragged edges and
 misaligned ranges through the patch kernel, byte-exact. WebGPU refuses one
 buffer as both source and destination, so a copy within one buffer first
-snapshots the source range into a scratch buffer.
+snapshots the source range into a scratch buffer. Small tensors share slab
+buffers, so copies between neighbours in one slab are common: a run of them
+gathers every source into one scratch buffer, then scatters it, and the
+queue merges neighbouring pieces on both sides (:meth:`DeviceCopier.bounce_run`).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
 from tensorferry_webgpu._copy_kernel import WORD
@@ -55,6 +59,73 @@ class DeviceCopier:
                 break
             copy(src, src_offset, dst, dst_offset, n)
             index += 1
+        return index
+
+    def bounce_run(self, ops: Sequence[Op], index: int) -> int:
+        """Record the consecutive device copies ``ops[index:]`` of whole 4-byte words
+        within one buffer through one scratch buffer: every source range into it
+        (the span of all sources in one copy when it is at most twice their
+        bytes), then every destination out of it (neighbouring pieces merge into
+        one command); return the index of the first op not recorded.
+
+        The result is that of copying one after another: the run ends before a
+        copy whose source an earlier copy of the run writes, and at
+        ``staging_chunk`` bytes of scratch (a first copy of any size is taken).
+        """
+        count, limit = len(ops), self._context.options.staging_chunk
+        run: list[tuple[int, int, int]] = []
+        buffer: wgpu.GPUBuffer | None = None
+        # The destinations written so far: their bounds, and (built only once a
+        # source falls inside the bounds) the exact ranges of the first `merged`.
+        low, high, written, merged = 1 << 62, -1, _Spans(), 0
+        total = 0
+        while index < count:
+            op = ops[index]
+            if type(op) is not DeviceCopy:
+                break
+            source, src_offset, target, dst_offset, n = op
+            src = source.buffer
+            if (
+                src is not target.buffer
+                or (src_offset | dst_offset | n) & 3
+                or (run and (src is not buffer or total + n > limit))
+            ):
+                break
+            if src_offset < high and src_offset + n > low:
+                for _, start, size in run[merged:]:
+                    written.add(start, start + size)
+                merged = len(run)
+                if written.hits(src_offset, src_offset + n):
+                    break
+            if dst_offset < low:
+                low = dst_offset
+            if dst_offset + n > high:
+                high = dst_offset + n
+            buffer = src
+            run.append((src_offset, dst_offset, n))
+            total += n
+            index += 1
+        if buffer is None or not total:
+            return index
+        queue, copy = self._queue, self._queue.copy
+        lo = min(src_offset for src_offset, _, _ in run)
+        hi = max(src_offset + n for src_offset, _, n in run)
+        if hi - lo <= 2 * total:
+            # Sources close together (interleaved with the destinations, say): one
+            # copy of their whole span; each piece is then at its offset in it.
+            scratch = queue.scratch(hi - lo)
+            copy(buffer, lo, scratch, 0, hi - lo)
+            for src_offset, dst_offset, n in run:
+                copy(scratch, src_offset - lo, buffer, dst_offset, n)
+            return index
+        scratch, pos = queue.scratch(total), 0
+        for src_offset, _, n in run:
+            copy(buffer, src_offset, scratch, pos, n)
+            pos += n
+        pos = 0
+        for _, dst_offset, n in run:
+            copy(scratch, pos, buffer, dst_offset, n)
+            pos += n
         return index
 
     def copy(
@@ -111,3 +182,27 @@ class DeviceCopier:
         if tail:
             at = head + body
             encoder.copy_buffer_to_buffer(src, src_offset + at, dst, dst_offset + at, tail)
+
+
+class _Spans:
+    """Disjoint byte ranges, sorted: the destinations a bounce run has written."""
+
+    __slots__ = ("ends", "starts")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def add(self, lo: int, hi: int) -> None:
+        """Add ``[lo, hi)``, merged with the ranges it overlaps or touches."""
+        starts, ends = self.starts, self.ends
+        first, last = bisect_left(ends, lo), bisect_right(starts, hi)
+        if first < last:
+            lo, hi = min(lo, starts[first]), max(hi, ends[last - 1])
+        starts[first:last] = [lo]
+        ends[first:last] = [hi]
+
+    def hits(self, lo: int, hi: int) -> bool:
+        """Whether ``[lo, hi)`` overlaps a range added so far."""
+        at = bisect_right(self.ends, lo)
+        return at < len(self.starts) and self.starts[at] < hi

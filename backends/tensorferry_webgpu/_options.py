@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from tensorferry_webgpu._buffers import CacheMode
+from tensorferry_webgpu._slabs import SLAB_BYTES
 
 __all__ = ["ContextOptions"]
 
@@ -30,6 +31,14 @@ def _power_of_two_from_8(_instance: object, attribute: attrs.Attribute[int], val
         raise ValueError(f"{attribute.name} must be a power of two of at least 8, got {value}")
 
 
+def _slab_max(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not 0 <= value <= SLAB_BYTES // 4:
+        raise ValueError(
+            f"{attribute.name} must be 0 (no slabs) to {SLAB_BYTES // 4} (a quarter slab), "
+            f"got {value}"
+        )
+
+
 def _default_threads() -> int:
     return max(2, min(8, os.cpu_count() or 1))
 
@@ -45,6 +54,12 @@ class ContextOptions:
     Memory: ``cache_mode`` of the device buffer pool, which keeps at most
     ``max_cached_bytes`` and ``max_cached_buffers`` idle buffers (the count
     bounds the host memory that many tiny idle buffers cost).
+
+    Slabs: device tensors of up to ``slab_max`` bytes (64 KiB by default; at
+    most 1 MiB, a quarter of a 4 MiB slab) share slab buffers, back to back, so
+    that copies of neighbours merge into one command (:mod:`._slabs`); ``0``
+    gives every tensor a buffer of its own. Host-accessible and wrapped memory
+    never goes into slabs.
 
     Staging: ``staging_chunk`` bytes per staging buffer and at most
     ``staging_chunks`` per direction; pieces packed into a chunk start at
@@ -105,3 +120,4 @@ class ContextOptions:
     lost_after: float = attrs.field(default=10.0, validator=_at_least(0.001))
     kernel_copies: bool | None = None
     kernel_copy_min: int = attrs.field(default=64 << 20, validator=_at_least(16))
+    slab_max: int = attrs.field(default=64 << 10, validator=_slab_max)

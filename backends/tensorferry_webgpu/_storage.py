@@ -18,14 +18,34 @@ if TYPE_CHECKING:
 
     from tensorferry_webgpu._buffers import BufferPool
     from tensorferry_webgpu._context import Context
+    from tensorferry_webgpu._slabs import Slab, SlabAllocator
 
-__all__ = ["WebGPUStorage"]
+__all__ = ["WebGPUStorage", "allocate_storage"]
+
+
+def allocate_storage(
+    context: Context, nbytes: int, *, device: Device | None = None
+) -> WebGPUStorage:
+    """New storage of ``nbytes`` (``> 0``) on ``context``: a slot in a slab for device
+    memory of up to ``slab_max`` bytes, else a pooled buffer of its own
+    (host-accessible memory with ``device``, its host-accessible device).
+
+    Raises as :meth:`Context.allocate` and :meth:`Context.allocate_slot` do.
+    """
+    if device is None:
+        slot = context.allocate_slot(nbytes)
+        if slot is not None:
+            slab, offset = slot
+            return WebGPUStorage(context, slab.buffer, nbytes, base=offset, slab=slab)
+    buffer = context.allocate(nbytes, host=device is not None)
+    return WebGPUStorage(context, buffer, nbytes, device=device)
 
 
 class WebGPUStorage:
     """``nbytes`` bytes at ``base`` in ``buffer``, owned by ``context``.
 
-    Pooled storage goes back to its context's pool when garbage-collected;
+    Pooled storage goes back to its context's pool when garbage-collected, and
+    storage in a ``slab`` (at ``base`` in the slab's buffer) frees its slot;
     wrapped (external) buffers stay the caller's. Zero-byte storage holds no buffer.
     ``device`` is the context's device unless given (host-accessible storage
     gives the host-accessible device of the same adapter); host-accessible
@@ -44,6 +64,7 @@ class WebGPUStorage:
         base: int = 0,
         external: bool = False,
         device: Device | None = None,
+        slab: Slab | None = None,
     ) -> None:
         self.context = context
         self._device = context.device if device is None else device
@@ -55,8 +76,17 @@ class WebGPUStorage:
         self.external = external
         # Buffers a caller can map (wrapped ones, or pooled ones with MAP usage on
         # unified memory) are checked before every use: work on a mapped buffer aborts.
-        self.watch_map = buffer is not None and (external or bool(buffer.usage & MAP_USAGE))
-        if buffer is not None and not external:
+        # Slab buffers have no map usage.
+        self.watch_map = (
+            slab is None and buffer is not None and (external or bool(buffer.usage & MAP_USAGE))
+        )
+        if slab is not None:
+            assert context.slabs is not None, "slab storage comes from the context's slabs"
+            context.count_live(nbytes)
+            weakref.finalize(
+                self, _free_slot, context, context.slabs, slab, base, nbytes
+            ).atexit = False  # environments close their contexts at exit
+        elif buffer is not None and not external:
             context.count_live(nbytes, host=self.host_accessible)
             pool = context.host_pool if self.host_accessible else context.pool
             assert pool is not None
@@ -126,3 +156,10 @@ def _release(
     if buffer.map_state == "mapped":
         buffer.unmap()  # a scope's arrays died with the storage; the pool gets it unmapped
     pool.release(buffer)
+
+
+def _free_slot(
+    context: Context, slabs: SlabAllocator, slab: Slab, offset: int, nbytes: int
+) -> None:
+    context.count_live(-nbytes)
+    slabs.release(slab, offset)

@@ -81,6 +81,7 @@ def test_kernel_copies_pay_only_on_gpus() -> None:
     ("src_at", "dst_at", "nbytes"),
     [(0, 0, 4096), (4, 4, 4096 - 8), (12, 28, 3000), (8, 4, 2048), (1, 5, 999), (16, 16, 8)],
 )
+@pytest.mark.parametrize("slab_max", [0, 64 << 10], ids=["own-buffers", "slabs"])
 def test_device_copies_through_the_kernel_are_exact(
     make_env: Callable[..., tf.Environment],
     monkeypatch: pytest.MonkeyPatch,
@@ -88,12 +89,15 @@ def test_device_copies_through_the_kernel_are_exact(
     src_at: int,
     dst_at: int,
     nbytes: int,
+    slab_max: int,
 ) -> None:
     """With kernel copies on, a device copy runs the kernel over the 16-byte-aligned
     middle and the copy command (or the patch kernel) over the edges: every byte of
-    the destination view changes and none outside it."""
-    env = make_env(tw.ContextOptions(kernel_copies=True, kernel_copy_min=16))
+    the destination view changes and none outside it. With slabs, source and
+    destination sit at offsets in two slabs (two sizes), which the kernel honours."""
+    env = make_env(tw.ContextOptions(kernel_copies=True, kernel_copy_min=16, slab_max=slab_max))
     device = env.device(f"webgpu:{webgpu_index}")
+    neighbours = [env.empty((n,), np.uint8, device) for n in (8192, 8192 + 16)]
     encoded: list[int] = []
     real = CopyKernel.encode
 
@@ -105,9 +109,14 @@ def test_device_copies_through_the_kernel_are_exact(
     size = 8192
     data = np.random.default_rng(nbytes).integers(0, 256, size, dtype=np.uint8)
     src = env.from_numpy(data, device)
-    dst = env.from_numpy(np.full(size, 0x5A, np.uint8), device)
+    dst = env.from_numpy(np.full(size + 16, 0x5A, np.uint8), device)
+    if slab_max:
+        assert tw.buffer_of(src)[0] is not tw.buffer_of(dst)[0]
+        assert tw.buffer_of(src)[1], "an offset in its slab"
+        assert tw.buffer_of(dst)[1], "an offset in its slab"
     env.copy_tensor(src[src_at : src_at + nbytes], dst[dst_at : dst_at + nbytes])
-    expected = np.full(size, 0x5A, np.uint8)
+    del neighbours
+    expected = np.full(size + 16, 0x5A, np.uint8)
     expected[dst_at : dst_at + nbytes] = data[src_at : src_at + nbytes]
     np.testing.assert_array_equal(dst.numpy(), expected)
     aligned = (src_at - dst_at) % WORD == 0 and not (src_at | dst_at | nbytes) & 3

@@ -18,6 +18,7 @@ PACKAGE = pathlib.Path(tensorferry_webgpu.__file__).parent
 LAYERS = [
     {"_native", "_guards", "_patch", "_threads", "_adapters"},
     {"_buffers", "_errors", "_copy_kernel"},
+    {"_slabs"},
     {"_options"},
     {"_context"},
     {"_mapping"},

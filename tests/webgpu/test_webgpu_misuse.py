@@ -132,7 +132,7 @@ def test_mapped_wrapped_buffer_is_refused(
 POOLED_MAPPED_CHILD = (
     PROLOGUE
     + """
-data = np.arange(64, dtype=np.uint8)
+data = (np.arange(65 << 10) % 251).astype(np.uint8)  # over slab_max: a buffer of its own
 tensor = env.from_numpy(data, builtin)
 buffer, offset = tw.buffer_of(tensor)
 report = {"usage": int(buffer.usage)}
@@ -141,10 +141,10 @@ if not buffer.usage & (U.MAP_READ | U.MAP_WRITE):
     sys.exit(0)
 buffer.map_sync(wgpu.MapMode.READ)
 report["state"] = buffer.map_state
-out = np.full(64, 0xEE, np.uint8)
+out = np.full(data.size, 0xEE, np.uint8)
 report["errors"] = {
     "download": attempt(lambda: tensor.numpy(out)),
-    "upload": attempt(lambda: env.copy_tensor(env.from_numpy(np.zeros(64, np.uint8)), tensor)),
+    "upload": attempt(lambda: env.copy_tensor(env.from_numpy(np.zeros_like(data)), tensor)),
     "fill": attempt(lambda: env.fill(tensor, 1)),
     "device copy": attempt(lambda: env.copy_tensor(tensor[:8], tensor[8:16])),
 }

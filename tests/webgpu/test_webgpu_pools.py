@@ -31,10 +31,11 @@ def pool_env(
     make_env: Callable[..., tf.Environment], webgpu_index: int
 ) -> Callable[..., tuple[tf.Environment, tf.Device]]:
     """``pool_env(mode, max_cached_bytes=...)``: a fresh environment whose WebGPU
-    contexts use that cache mode, and the device under test."""
+    contexts use that cache mode, and the device under test. Slabs are off, so
+    that every tensor, small ones too, gets a pooled buffer of its own."""
 
     def make(mode: Any, **options: Any) -> tuple[tf.Environment, tf.Device]:
-        env = make_env(tw.ContextOptions(cache_mode=mode, **options))
+        env = make_env(tw.ContextOptions(cache_mode=mode, slab_max=0, **options))
         return env, env.device(f"webgpu:{webgpu_index}")
 
     return make
