@@ -16,6 +16,7 @@ from tensorferry_webgpu._copy_kernel import WORD, CopyKernel, kernel_copies_pay
 
 USAGE = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
 SIZE = 256 << 10
+NBYTES = 128 << 10
 
 
 @pytest.fixture
@@ -134,7 +135,8 @@ def test_repeated_copies_reuse_their_bind_groups(
     make_env: Callable[..., tf.Environment], monkeypatch: pytest.MonkeyPatch, webgpu_index: int
 ) -> None:
     """A kernel copy repeated between the same tensors binds once and stays exact
-    as the source changes; a copy between other places binds anew."""
+    as the source changes; a copy between other places binds anew (tensors larger
+    than a slab, so that each has its own buffer)."""
     env = make_env(tw.ContextOptions(kernel_copies=True, kernel_copy_min=16))
     device = env.device(f"webgpu:{webgpu_index}")
     bound: list[int] = []
@@ -145,16 +147,16 @@ def test_repeated_copies_reuse_their_bind_groups(
         return real(self, *args)
 
     monkeypatch.setattr(CopyKernel, "_bind", spy)
-    src = env.empty((4096,), np.uint8, device)
-    dst = env.empty((4096,), np.uint8, device)
+    src = env.empty((NBYTES,), np.uint8, device)
+    dst = env.empty((NBYTES,), np.uint8, device)
     for round_ in range(3):
-        data = np.full(4096, round_ + 1, np.uint8)
+        data = np.full(NBYTES, round_ + 1, np.uint8)
         env.copy_tensor(env.from_numpy(data), src)
         env.copy_tensor(src, dst)
         np.testing.assert_array_equal(dst.numpy(), data)
-    assert bound == [4096]
-    env.copy_tensor(src[:2048], dst[2048:])
-    assert bound == [4096, 2048]
+    assert bound == [NBYTES]
+    env.copy_tensor(src[: NBYTES // 2], dst[NBYTES // 2 :])
+    assert bound == [NBYTES, NBYTES // 2]
 
 
 def test_plain_wgpu_buffers_are_never_remembered(gpu: Any) -> None:
@@ -176,12 +178,12 @@ options = tw.ContextOptions(
 env = tf.Environment(backends=[])
 env.register_backend("webgpu", tw.WebGPUBackend(options))
 device = env.device(f"webgpu:{sys.argv[1]}")
-src = env.from_numpy(np.arange(4096, dtype=np.uint32), device)
+src = env.from_numpy(np.arange(65536, dtype=np.uint32), device)
 results = []
 for round_ in range(20):
-    dst = env.empty((4096,), np.uint32, device)
+    dst = env.empty((65536,), np.uint32, device)
     env.copy_tensor(src, dst)
-    results.append(bool((dst.numpy() == np.arange(4096, dtype=np.uint32)).all()))
+    results.append(bool((dst.numpy() == np.arange(65536, dtype=np.uint32)).all()))
     del dst  # its buffer is destroyed (no pool): a later buffer may reuse its id
     gc.collect()
 env.close()
@@ -192,8 +194,9 @@ print("ok" if all(results) else f"wrong {results}")
 def test_a_destroyed_buffers_bind_group_is_never_used(
     run_child: Callable[..., Any], webgpu_index: int
 ) -> None:
-    """Destinations destroyed after each copy (no pool): every new destination gets
-    its own bind group, the copies stay exact and nothing aborts."""
+    """Destinations (256 KiB, beyond slabs) destroyed after each copy (no pool):
+    every new destination gets its own bind group, the copies stay exact and
+    nothing aborts."""
     result = run_child(REUSED_ID_CHILD, str(webgpu_index))
     assert result.returncode == 0, result.describe()
     assert result.stdout.strip().endswith("ok"), result.describe()
