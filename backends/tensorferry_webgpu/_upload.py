@@ -6,16 +6,17 @@
   chunks, each piece one ``copy_buffer_to_buffer``: many small tensors cost
   one submit. A full chunk is submitted at once, so the device copies it
   while the host fills the next.
-* A body larger than a chunk is streamed: the copy threads fill several
-  chunks at once, and each filled chunk is copied by its own submit.
+* Once a batch's uploads outgrow one chunk (a body larger than a chunk, or
+  one that does not fit the open chunk), they are streamed
+  (:class:`~tensorferry_webgpu._stream.UploadStream`): the rest of the run
+  of uploads is one byte stream that the copy threads cut into chunks,
+  several chunks in flight, each copied by its own submit.
 * Bytes before the first and after the last whole 4-byte word of the
   destination are written byte-exact by the patch kernel.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections import deque
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +24,7 @@ import numpy.typing as npt
 
 from tensorferry_webgpu._native import down4, mapped_array, up4, up_to
 from tensorferry_webgpu._ops import Upload
+from tensorferry_webgpu._stream import UploadStream
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
     from tensorferry_webgpu._context import Context
     from tensorferry_webgpu._ops import Op
     from tensorferry_webgpu._queue import Queue
-    from tensorferry_webgpu._threads import CopyJob
 
 __all__ = ["UploadStager"]
 
@@ -53,28 +54,63 @@ class UploadStager:
         self._view: Bytes | None = None
         self._used = 0
         self._epoch = -1  # the queue epoch the open chunk belongs to
+        self._stream = UploadStream(context, queue)
 
     def upload(self, src: Bytes, buffer: wgpu.GPUBuffer, offset: int) -> None:
-        """Copy host bytes ``src`` into ``buffer`` at byte ``offset`` (any offset and size)."""
+        """Copy host bytes ``src`` into ``buffer`` at byte ``offset`` (any offset and size).
+
+        The run of uploads is streamed from the first body that does not fit the
+        open chunk on (one larger than a chunk, or the batch's uploads outgrowing
+        one): packing costs the calling thread the whole host copy, one chunk
+        after another, while streaming hands each chunk to the copy threads and
+        keeps several in flight. Below a chunk, packing stays (no thread
+        hand-over, no extra submit: what a batch of small tensors needs).
+        Raises wgpu's or the copy's errors (the batch translates them).
+        """
         n = src.nbytes
         lo, hi = up4(offset), down4(offset + n)
-        queue = self._queue
+        stream, queue = self._stream, self._queue
+        if hi > lo:
+            body = src[lo - offset : hi - offset]
+            if stream.active:
+                stream.add(body, buffer, lo)
+            elif body.nbytes > self._room():
+                # Streaming starts; the open chunk takes nothing more (the queue
+                # submits it before the stream's first chunk).
+                self._view = None
+                self._chunk_buffer = None
+                stream.add(body, buffer, lo)
+            elif self._single and queue.idle and body.nbytes <= self._context.options.small_upload:
+                # A lone upload: write_buffer is the fastest way (in a batch, packing
+                # pieces into one staging chunk is).
+                queue.write_buffer(buffer, lo, body)
+            else:
+                self._pack_into_chunks(body, buffer, lo)
+        # Bytes outside whole words: after what was streamed before them, or at once.
+        write = stream.write_inline
         if hi <= lo:
-            queue.write_inline(buffer, offset, src.tobytes())
+            write(buffer, offset, src.tobytes())
             return
         if lo > offset:
-            queue.write_inline(buffer, offset, src[: lo - offset].tobytes())
+            write(buffer, offset, src[: lo - offset].tobytes())
         if offset + n > hi:
-            queue.write_inline(buffer, hi, src[hi - offset :].tobytes())
-        body = src[lo - offset : hi - offset]
-        if body.nbytes > self._chunk:
-            self._stream(body, buffer, lo)
-        elif self._single and queue.idle and body.nbytes <= self._context.options.small_upload:
-            # A lone upload: write_buffer is the fastest way (in a batch, packing
-            # pieces into one staging chunk is).
-            queue.write_buffer(buffer, lo, body)
-        else:
-            self._pack_into_chunks(body, buffer, lo)
+            write(buffer, hi, src[hi - offset :].tobytes())
+
+    def _room(self) -> int:
+        """Bytes a piece may take in the open chunk, or in a fresh one where none is open."""
+        if self._chunk_buffer is None or self._epoch != self._queue.epoch:
+            return self._chunk
+        return self._chunk - self._used
+
+    @property
+    def streaming(self) -> bool:
+        """True while streamed uploads are not recorded yet: :meth:`settle` them before
+        the batch records anything else."""
+        return self._stream.active
+
+    def settle(self) -> None:
+        """Record and submit every streamed upload (the stream's chunks land in order)."""
+        self._stream.finish()
 
     def pack_run(
         self, ops: Sequence[Op], index: int, overlaps: Callable[[Bytes], bool] | None
@@ -145,57 +181,9 @@ class UploadStager:
         self._used = 0
         self._epoch = self._queue.epoch
 
-    def _stream(self, body: Bytes, buffer: wgpu.GPUBuffer, lo: int) -> None:
-        """Upload a body larger than a chunk: the copy threads fill several staging
-        chunks at once; each filled chunk is copied by its own submit."""
-        queue, context = self._queue, self._context
-        queue.submit()  # commands recorded earlier in the batch go first
-        staging, threads = context.upload_staging, context.threads
-        depth = max(1, min(threads.count, staging.limit - 1))
-        jobs: deque[tuple[CopyJob, wgpu.GPUBuffer, int, int]] = deque()
-
-        def land() -> None:
-            job, chunk, pos, take = jobs.popleft()
-            try:
-                job.wait()
-            except BaseException:
-                staging.discard(chunk)
-                raise
-            queue.attach(chunk)
-            queue.copy(chunk, 0, buffer, lo + pos, take)
-            queue.submit()
-
-        try:
-            for pos in range(0, body.nbytes, self._chunk):
-                while len(jobs) >= depth:
-                    land()
-                take = min(self._chunk, body.nbytes - pos)
-                chunk = staging.acquire()
-                try:
-                    view = mapped_array(chunk, 0, take)
-                except BaseException:
-                    staging.discard(chunk)
-                    raise
-                jobs.append(
-                    (
-                        threads.start(view, body[pos : pos + take], context.options.copy_part),
-                        chunk,
-                        pos,
-                        take,
-                    )
-                )
-                del view
-            while jobs:
-                land()
-        except BaseException:
-            # Let every copy into mapped memory end before its buffer is destroyed.
-            for job, chunk, _, _ in jobs:
-                with contextlib.suppress(BaseException):  # the first error is the one raised
-                    job.wait()
-                staging.discard(chunk)
-            raise
-
     def abandon(self) -> None:
-        """Forget the open chunk after an error (the queue discards what it attached)."""
+        """After an error: forget the open chunk (the queue discards what it attached)
+        and discard the stream's chunks once no copy writes into them."""
         self._view = None
         self._chunk_buffer = None
+        self._stream.abandon()

@@ -23,6 +23,7 @@ LAYERS = [
     {"_mapping"},
     {"_storage", "_queue"},
     {"_ops"},
+    {"_stream"},
     {"_upload", "_download", "_direct", "_device_copy", "_fill", "_raw"},
     {"_batch"},
     {"_transfer"},
