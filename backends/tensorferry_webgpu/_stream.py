@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from tensorferry_webgpu._native import mapped_array, up_to
+from tensorferry_webgpu._native import mapped_array, poll_ready, up_to
 
 if TYPE_CHECKING:
     import wgpu
@@ -139,6 +139,9 @@ class UploadStream:
         while len(self._flight) >= self._depth:
             self._land()
         staging = self._context.upload_staging
+        # The chunk handed out next was copied from several submits ago: resolve its
+        # map now, so that acquiring it does not wait for the chunks submitted since.
+        poll_ready(self._context.gpu)
         buffer = staging.acquire()
         try:
             view = mapped_array(buffer, 0, self._chunk)
