@@ -7,10 +7,10 @@
   one submit. A full chunk is submitted at once, so the device copies it
   while the host fills the next.
 * Once a batch's uploads outgrow one chunk (a body larger than a chunk, or
-  one that does not fit the open chunk), they are streamed
-  (:class:`~tensorferry_webgpu._stream.UploadStream`): the rest of the run
-  of uploads is one byte stream that the copy threads cut into chunks,
-  several chunks in flight, each copied by its own submit.
+  one of at least :data:`STREAM_MIN` bytes that does not fit the chunk), they
+  are streamed (:class:`~tensorferry_webgpu._stream.UploadStream`): the rest
+  of the run of uploads is one byte stream that the copy threads cut into
+  chunks, several chunks in flight, each copied by its own submit.
 * Bytes before the first and after the last whole 4-byte word of the
   destination are written byte-exact by the patch kernel.
 """
@@ -35,9 +35,25 @@ if TYPE_CHECKING:
     from tensorferry_webgpu._ops import Op
     from tensorferry_webgpu._queue import Queue
 
-__all__ = ["UploadStager"]
+__all__ = ["STREAM_MIN", "UploadStager"]
 
 Bytes = npt.NDArray[np.uint8]
+
+STREAM_MIN = 64 << 10
+"""The smallest body that starts a stream once a batch's uploads outgrow a chunk
+(a quarter chunk where chunks are smaller).
+
+Packing costs the calling thread the whole host copy, one chunk after another;
+streaming hands each chunk to the copy threads, several chunks in flight, at
+a price per piece on the calling thread (recording it in a chunk, grouping it
+into a job, its copy command): on lavapipe a batch of 40000 x 1000-byte
+uploads took 2.5x as long streamed as packed (0.74 against 0.30 s for two
+batches under cProfile), while one thread copies 64 KiB in ~7 us on the H200
+host, eight in ~3 us. So a run of tiny uploads
+keeps packing; the first body of at least this size that does not fit the
+chunk streams, and with it the rest of the run of uploads (small ones too:
+switching back would drain the pipeline), as does any body larger than a chunk.
+"""
 
 
 class UploadStager:
@@ -54,40 +70,41 @@ class UploadStager:
         self._view: Bytes | None = None
         self._used = 0
         self._epoch = -1  # the queue epoch the open chunk belongs to
-        self._stream = UploadStream(context, queue)
+        self._stream: UploadStream | None = None  # made when a batch first streams
+        self._stream_min = min(STREAM_MIN, self._chunk // 4)
 
     def upload(self, src: Bytes, buffer: wgpu.GPUBuffer, offset: int) -> None:
         """Copy host bytes ``src`` into ``buffer`` at byte ``offset`` (any offset and size).
 
-        The run of uploads is streamed from the first body that does not fit the
-        open chunk on (one larger than a chunk, or the batch's uploads outgrowing
-        one): packing costs the calling thread the whole host copy, one chunk
-        after another, while streaming hands each chunk to the copy threads and
-        keeps several in flight. Below a chunk, packing stays (no thread
-        hand-over, no extra submit: what a batch of small tensors needs).
-        Raises wgpu's or the copy's errors (the batch translates them).
+        Raises wgpu's or the host copy's errors (the batch translates them).
         """
         n = src.nbytes
         lo, hi = up4(offset), down4(offset + n)
         stream, queue = self._stream, self._queue
+        streaming = stream is not None and stream.active
         if hi > lo:
             body = src[lo - offset : hi - offset]
-            if stream.active:
+            size = body.nbytes
+            if streaming:
+                assert stream is not None
                 stream.add(body, buffer, lo)
-            elif body.nbytes > self._room():
+            elif size > self._chunk or (size >= self._stream_min and self._outgrown(size)):
                 # Streaming starts; the open chunk takes nothing more (the queue
                 # submits it before the stream's first chunk).
                 self._view = None
                 self._chunk_buffer = None
+                if stream is None:
+                    stream = self._stream = UploadStream(self._context, queue)
                 stream.add(body, buffer, lo)
-            elif self._single and queue.idle and body.nbytes <= self._context.options.small_upload:
+                streaming = True
+            elif self._single and queue.idle and size <= self._context.options.small_upload:
                 # A lone upload: write_buffer is the fastest way (in a batch, packing
                 # pieces into one staging chunk is).
                 queue.write_buffer(buffer, lo, body)
             else:
                 self._pack_into_chunks(body, buffer, lo)
-        # Bytes outside whole words: after what was streamed before them, or at once.
-        write = stream.write_inline
+        # Bytes outside whole words: after what was streamed before them.
+        write = stream.write_inline if streaming and stream is not None else queue.write_inline
         if hi <= lo:
             write(buffer, offset, src.tobytes())
             return
@@ -96,21 +113,25 @@ class UploadStager:
         if offset + n > hi:
             write(buffer, hi, src[hi - offset :].tobytes())
 
-    def _room(self) -> int:
-        """Bytes a piece may take in the open chunk, or in a fresh one where none is open."""
-        if self._chunk_buffer is None or self._epoch != self._queue.epoch:
-            return self._chunk
-        return self._chunk - self._used
+    def _outgrown(self, size: int) -> bool:
+        """Whether the batch's uploads outgrow a chunk with ``size`` more bytes: a chunk
+        was packed in this batch (it may have been submitted since) and has no room
+        for them."""
+        return self._chunk_buffer is not None and self._used + size > self._chunk
 
     @property
     def streaming(self) -> bool:
         """True while streamed uploads are not recorded yet: :meth:`settle` them before
         the batch records anything else."""
-        return self._stream.active
+        return self._stream is not None and self._stream.active
 
     def settle(self) -> None:
-        """Record and submit every streamed upload (the stream's chunks land in order)."""
-        self._stream.finish()
+        """Record and submit every streamed upload (the stream's chunks land in order).
+
+        Raises the error of a chunk's host copy or submit (then :meth:`abandon`).
+        """
+        if self._stream is not None:
+            self._stream.finish()
 
     def pack_run(
         self, ops: Sequence[Op], index: int, overlaps: Callable[[Bytes], bool] | None
@@ -186,4 +207,5 @@ class UploadStager:
         and discard the stream's chunks once no copy writes into them."""
         self._view = None
         self._chunk_buffer = None
-        self._stream.abandon()
+        if self._stream is not None:
+            self._stream.abandon()
