@@ -71,8 +71,9 @@ class UploadStream:
         self._pack = options.pack_alignment
         self._part = options.copy_part
         staging = context.upload_staging
-        # One chunk stays free for the one being packed; the batch's small-upload
-        # chunk, attached to the queue until the first submit, may hold another.
+        # Chunks in flight and the one being packed stay below the pool's limit: the
+        # batch's packed chunk, attached to the queue until the stream's first
+        # submit, may hold the last one (else acquire would wait for ever).
         self._depth = max(1, min(context.threads.count, staging.limit - 1))
         self._open: _Chunk | None = None
         self._flight: deque[_Chunk] = deque()

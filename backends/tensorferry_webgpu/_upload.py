@@ -49,10 +49,10 @@ a price per piece on the calling thread (recording it in a chunk, grouping it
 into a job, its copy command): on lavapipe a batch of 40000 x 1000-byte
 uploads took 2.5x as long streamed as packed (0.74 against 0.30 s for two
 batches under cProfile), while one thread copies 64 KiB in ~7 us on the H200
-host, eight in ~3 us. So a run of tiny uploads
-keeps packing; the first body of at least this size that does not fit the
-chunk streams, and with it the rest of the run of uploads (small ones too:
-switching back would drain the pipeline), as does any body larger than a chunk.
+host, eight in ~3 us. So a run of tiny uploads keeps packing; the first body
+of at least this size that does not fit the chunk streams, and with it the
+rest of the run of uploads (small ones too: switching back would drain the
+pipeline), as does any body larger than a chunk.
 """
 
 
@@ -104,7 +104,10 @@ class UploadStager:
             else:
                 self._pack_into_chunks(body, buffer, lo)
         # Bytes outside whole words: after what was streamed before them.
-        write = stream.write_inline if streaming and stream is not None else queue.write_inline
+        write = queue.write_inline
+        if streaming:
+            assert stream is not None
+            write = stream.write_inline
         if hi <= lo:
             write(buffer, offset, src.tobytes())
             return
