@@ -104,7 +104,7 @@ class UploadStager:
             else:
                 self._pack_into_chunks(body, buffer, lo)
         # Bytes outside whole words: after what was streamed before them.
-        write = queue.write_inline
+        write: Callable[[wgpu.GPUBuffer, int, bytes], None] = queue.write_inline
         if streaming:
             assert stream is not None
             write = stream.write_inline
