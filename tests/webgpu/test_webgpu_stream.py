@@ -362,3 +362,47 @@ def test_device_lost_under_a_stream(run_child: Callable[..., Any], webgpu_index:
         assert result["result"] in {"landed", "DeviceLostError"}, result
         assert result["handed out"] == 0, result
         assert result["fresh tensor works"], result
+
+
+TIGHT_STAGING = """
+import json, sys
+import numpy as np
+import tensorferry as tf
+import tensorferry_webgpu as tw
+
+index, chunks = int(sys.argv[1]), int(sys.argv[2])
+chunk = 64 << 10
+env = tf.Environment(backends=[])
+env.register_backend(
+    "webgpu",
+    tw.WebGPUBackend(
+        tw.ContextOptions(staging_chunk=chunk, staging_chunks=chunks, map_storage=False)
+    ),
+)
+device = env.device(f"webgpu:{index}")
+rng = np.random.default_rng(5)
+# Small uploads open a packed chunk; a mid-size one that does not fit starts the
+# stream while that chunk is still attached to the queue.
+sizes = [4000] * 12 + [30_000, 3 * chunk, 20_000, 100, 2 * chunk + 4] * 4
+sources = [rng.integers(0, 256, n, dtype=np.uint8) for n in sizes]
+tensors = [env.empty(n, np.uint8, device) for n in sizes]
+env.copy_tensors([env.from_numpy(s, copy=False) for s in sources], tensors)
+stats = tw.backend_of(env).context(device).upload_staging.stats()
+print(json.dumps({
+    "landed": all(np.array_equal(t.numpy(), s) for t, s in zip(tensors, sources)),
+    "buffers": stats.buffers,
+}))
+env.close()
+"""
+
+
+@pytest.mark.parametrize("chunks", [2, 3])
+def test_stream_beside_a_packed_chunk_within_tight_staging(
+    run_child: Callable[..., Any], webgpu_index: int, chunks: int
+) -> None:
+    """With as few staging chunks as allowed, a stream that starts while the batch's
+    packed chunk still waits for its submit neither waits for ever (the child would
+    time out) nor exceeds the limit, and lands."""
+    result = run_child(TIGHT_STAGING, str(webgpu_index), str(chunks)).report()
+    assert result["landed"], result
+    assert result["buffers"] <= chunks, result
