@@ -82,7 +82,8 @@ class _Batch:
                 index = self._download(ops, index)
                 continue
             if kind is Upload:
-                if self._uploads is not None:
+                # While uploads stream, every upload joins the stream in order.
+                if self._uploads is not None and not self._uploads.streaming:
                     downloads = self._downloads
                     after = self._uploads.pack_run(
                         ops, index, None if downloads is None else downloads.overlaps
