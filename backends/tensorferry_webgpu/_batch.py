@@ -4,8 +4,9 @@ Ops go to the upload stager, the download stager, the direct-mapped copier,
 the device copier or the filler; they all record into one :class:`Queue`, so
 a batch is one submit and, for downloads, one map per staging chunk. The
 batch keeps the semantics of a loop: an upload whose source a pending
-download writes waits for that download, and a direct read lands after the
-staged downloads before it. The batch is the one place wgpu failures are
+download writes waits for that download, a direct read lands after the
+staged downloads before it, and streamed uploads land before any other op
+after them is recorded. The batch is the one place wgpu failures are
 translated (:meth:`Context.failure`).
 """
 
@@ -80,11 +81,14 @@ class _Batch:
         while index < count:
             op = ops[index]
             kind = type(op)
+            if kind is not Upload and self._uploads is not None and self._uploads.streaming:
+                self._uploads.settle()  # streamed uploads land before anything later
             if kind is Download:
                 index = self._download(ops, index)
                 continue
             if kind is Upload:
-                if self._uploads is not None:
+                # While uploads stream, every upload joins the stream in order.
+                if self._uploads is not None and not self._uploads.streaming:
                     downloads = self._downloads
                     after = self._uploads.pack_run(
                         ops, index, None if downloads is None else downloads.overlaps
@@ -116,6 +120,8 @@ class _Batch:
             downloads.complete()  # the source is a download target earlier in this batch
         buffer = _buffer(target)
         if maps_directly(self._context, buffer, host.nbytes):
+            if self._uploads is not None and self._uploads.streaming:
+                self._uploads.settle()  # the map waits for the streamed copies before it
             self._direct_copier().write(buffer, offset, host)
             return
         if self._uploads is None:
@@ -154,6 +160,8 @@ class _Batch:
 
     def finish(self) -> None:
         """Submit everything and complete the downloads (the only step that waits)."""
+        if self._uploads is not None and self._uploads.streaming:
+            self._uploads.settle()
         if self._downloads is not None:
             self._downloads.complete()
         self._queue.submit()

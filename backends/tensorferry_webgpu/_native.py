@@ -54,6 +54,7 @@ __all__ = [
     "encode_copies",
     "mapped_address",
     "mapped_array",
+    "poll_ready",
     "request_map",
     "submit_copies",
     "up4",
@@ -160,10 +161,11 @@ class MapRequest:
         """
         native = _native()
         poll, internal, null = native.libf.wgpuDevicePoll, gpu._internal, native.null
-        try:
-            poll(internal, True, null)
-        except Exception as exc:
-            raise _lost_or(gpu, exc) from exc
+        if not self.status:  # else an earlier poll (see poll_ready) resolved it already
+            try:
+                poll(internal, True, null)
+            except Exception as exc:
+                raise _lost_or(gpu, exc) from exc
         if not self.status:
             self._stall(gpu, lost_after)
         if self.status != _SUCCESS:
@@ -225,6 +227,19 @@ def wait_idle(gpu: wgpu.GPUDevice) -> None:
     native = _native()
     try:
         native.libf.wgpuDevicePoll(gpu._internal, True, native.null)
+    except Exception as exc:
+        raise _lost_or(gpu, exc) from exc
+
+
+def poll_ready(gpu: wgpu.GPUDevice) -> None:
+    """Resolve the maps whose GPU work is done, without waiting for the rest of the
+    queue (a non-blocking ``wgpuDevicePoll``): a later :meth:`MapRequest.wait` on
+    one of them then returns at once, where its blocking poll would wait until
+    every submitted command is done. Raises :class:`DeviceLostError` for a lost device.
+    """
+    native = _native()
+    try:
+        native.libf.wgpuDevicePoll(gpu._internal, False, native.null)
     except Exception as exc:
         raise _lost_or(gpu, exc) from exc
 

@@ -11,6 +11,7 @@ thread can be started (at interpreter shutdown).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -25,25 +26,35 @@ Bytes = npt.NDArray[np.uint8]
 
 
 class CopyJob:
-    """``dst[...] = src`` in parts that worker threads and the waiter take in turn."""
+    """Copies in parts that worker threads and the waiter take in turn; a part is a
+    list of ``(dst, src)`` pairs, each copied as ``dst[...] = src`` (so that many
+    small pieces cost one hand-over, not one each)."""
 
-    def __init__(self, parts: list[tuple[Bytes, Bytes]]) -> None:
+    def __init__(self, parts: list[list[tuple[Bytes, Bytes]]]) -> None:
         self._parts = deque(parts)
         self._left = len(parts)
         self._done = threading.Condition(threading.Lock())
         self._error: BaseException | None = None
 
+    @property
+    def done(self) -> bool:
+        """True once every part has been copied (or has failed): no thread writes
+        through this job any more."""
+        return not self._left
+
     def run_parts(self) -> None:
         """Copy parts until none is left to take (called by workers and by :meth:`wait`)."""
         while True:
             try:
-                dst, src = self._parts.popleft()
+                part = self._parts.popleft()
             except IndexError:
                 return
             try:
-                np.copyto(dst, src)
+                for dst, src in part:
+                    np.copyto(dst, src)
             except BaseException as exc:  # surfaced by wait(), on the waiting thread
                 self._error = exc
+            del part
             with self._done:
                 self._left -= 1
                 if not self._left:
@@ -58,6 +69,14 @@ class CopyJob:
         if self._error is not None:
             raise self._error
 
+    def settle(self) -> None:
+        """Wait until no part runs any more, whatever happens meanwhile (for cleanup
+        after an error: the memory the parts write into may go once this returns).
+        Errors of the parts are not raised."""
+        while not self.done:
+            with contextlib.suppress(BaseException):
+                self.wait()
+
 
 class CopyThreads:
     """Up to ``count`` daemon threads that run :class:`CopyJob` parts, started on first use."""
@@ -71,7 +90,13 @@ class CopyThreads:
 
     def start(self, dst: Bytes, src: Bytes, step: int) -> CopyJob:
         """Start ``dst[...] = src`` in parts of ``step`` bytes; :meth:`CopyJob.wait` ends it."""
-        parts = [(dst[i : i + step], src[i : i + step]) for i in range(0, dst.nbytes, step)]
+        return self.start_parts(
+            [[(dst[i : i + step], src[i : i + step])] for i in range(0, dst.nbytes, step)]
+        )
+
+    def start_parts(self, parts: list[list[tuple[Bytes, Bytes]]]) -> CopyJob:
+        """Start a :class:`CopyJob` of ``parts`` (each a list of ``(dst, src)`` pairs);
+        :meth:`CopyJob.wait` ends it."""
         job = CopyJob(parts)
         helpers = min(len(parts), self._started())
         for _ in range(helpers):

@@ -24,6 +24,7 @@ LAYERS = [
     {"_mapping"},
     {"_storage", "_queue"},
     {"_ops"},
+    {"_stream"},
     {"_upload", "_download", "_direct", "_device_copy", "_fill", "_raw"},
     {"_batch"},
     {"_transfer"},
