@@ -57,7 +57,7 @@ class DownloadStager:
 
     def fits(self, op: Download) -> bool:
         """Whether ``op`` fits the open chunk (then :meth:`pack_run` takes it)."""
-        span = up4(op.offset + op.host.nbytes) - down4(op.offset)
+        span = up4(op.offset + op.nbytes) - down4(op.offset)
         return self._open is not None and span <= self._chunk - self._used
 
     def pack_run(self, ops: Sequence[Op], index: int) -> int:
@@ -69,37 +69,33 @@ class DownloadStager:
         copy = self._queue.copy
         entries, writes, used, room = self._entries, self._host_writes, self._used, self._chunk
         pack = self._pack - 1
-        # Host copies of neighbouring rows of one host storage, staged back to back,
-        # merge into one copy: (storage's flat array, first byte, staging end, host end).
-        merge: tuple[Bytes, int, int, int] | None = None
+        # Neighbouring rows of one host storage, staged back to back, land in one host
+        # copy: the open run is rows [origin, end) of ``run``, staged from ``staged``,
+        # at host ``address``; it becomes an entry when a row does not continue it.
+        run: Bytes | None = None
+        origin = end = staged = staged_end = address = 0
         while index < count:
             op = ops[index]
             if type(op) is not Download:
                 break
-            storage, offset, host, address, flat, first = op
-            size = host.nbytes
-            start, end = offset & ~3, (offset + size + 3) & ~3
-            if end - start > room - used:
+            storage, offset, size, at, flat, first = op
+            start, stop = offset & ~3, (offset + size + 3) & ~3
+            if stop - start > room - used:
                 break
             assert storage.buffer is not None, "zero-byte storage is never copied"
-            copy(storage.buffer, start, down, used, end - start)
+            copy(storage.buffer, start, down, used, stop - start)
             position = used + offset - start
-            if (
-                merge is not None
-                and merge[0] is flat
-                and merge[2] == position
-                and merge[3] == first
-            ):
-                origin = merge[1]
-                entries[-1] = (entries[-1][0], flat[origin : first + size])
-                writes[-1] = (writes[-1][0], address + size)
-            else:
-                entries.append((position, host))
-                writes.append((address, address + size))
-                origin = first
-            merge = (flat, origin, position + size, first + size)
-            used = (used + end - start + pack) & ~pack
+            if flat is not run or position != staged_end or first != end:
+                if run is not None:
+                    entries.append((staged, run[origin:end]))
+                    writes.append((address, address + end - origin))
+                run, origin, staged, address = flat, first, position, at
+            staged_end, end = position + size, first + size
+            used = (used + stop - start + pack) & ~pack
             index += 1
+        if run is not None:
+            entries.append((staged, run[origin:end]))
+            writes.append((address, address + end - origin))
         self._used = used
         self._epoch = self._queue.epoch
         return index
