@@ -121,12 +121,12 @@ class _Batch:
         downloads = self._downloads
         op: Download = ops[index]  # type: ignore[assignment]
         if not downloads.fits(op):
-            buffer = _buffer(op.source)
-            if maps_directly(self._context, buffer, op.host.nbytes):
+            buffer, host = _buffer(op.source), op.host
+            if maps_directly(self._context, buffer, op.nbytes):
                 downloads.complete()  # earlier downloads land first, so later writes win
-                self._direct_copier().read(buffer, op.offset, op.host)
+                self._direct_copier().read(buffer, op.offset, host)
                 return index + 1
-            downloads.download(buffer, op.offset, op.host, op.address)
+            downloads.download(buffer, op.offset, host, op.address)
             index += 1
         return downloads.pack_run(ops, index)
 

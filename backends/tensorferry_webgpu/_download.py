@@ -66,7 +66,8 @@ class DownloadStager:
         down, count = self._open, len(ops)
         if down is None:
             return index
-        copy = self._queue.copy
+        copies = self._queue.recorded()  # appended to as Queue.copy would, without a call
+        last = copies[-1] if copies else None
         entries, writes, used, room = self._entries, self._host_writes, self._used, self._chunk
         pack = self._pack - 1
         # Neighbouring rows of one host storage, staged back to back, land in one host
@@ -82,8 +83,19 @@ class DownloadStager:
             start, stop = offset & ~3, (offset + size + 3) & ~3
             if stop - start > room - used:
                 break
-            assert storage.buffer is not None, "zero-byte storage is never copied"
-            copy(storage.buffer, start, down, used, stop - start)
+            buffer, size4 = storage.buffer, stop - start
+            if (
+                last is not None
+                and last[0] is buffer
+                and last[2] is down
+                and last[1] + last[4] == start
+                and last[3] + last[4] == used
+            ):
+                last[4] += size4
+            else:
+                assert buffer is not None, "zero-byte storage is never copied"
+                last = [buffer, start, down, used, size4]
+                copies.append(last)
             position = used + offset - start
             if flat is not run or position != staged_end or first != end:
                 if run is not None:
@@ -91,7 +103,7 @@ class DownloadStager:
                     writes.append((address, address + end - origin))
                 run, origin, staged, address = flat, first, position, at
             staged_end, end = position + size, first + size
-            used = (used + stop - start + pack) & ~pack
+            used = (used + size4 + pack) & ~pack
             index += 1
         if run is not None:
             entries.append((staged, run[origin:end]))

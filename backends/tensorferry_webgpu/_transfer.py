@@ -26,11 +26,6 @@ _NOT_MINE = (
 _Run = tuple[Context, list[Op]]
 
 
-def _mapped(storage: WebGPUStorage) -> bool:
-    """Whether a caller may have mapped the storage's buffer (then :meth:`_usable` says)."""
-    return storage.buffer is None or storage.buffer.map_state != "unmapped"
-
-
 class WebGPUDataTransfer:
     """Copies host <-> WebGPU device and within one WebGPU device.
 
@@ -132,18 +127,20 @@ class WebGPUDataTransfer:
             source, target = src.storage, dst.storage
             if type(source) is WebGPUStorage or isinstance(source, WebGPUStorage):
                 context = source.context
-                if source.watch_map and source.buffer is not read:
-                    if context is not checked or _mapped(source):
+                buffer = source.buffer
+                if source.watch_map and buffer is not read:
+                    if context is not checked or buffer is None or buffer.map_state != "unmapped":
                         context = checked = usable(src, source)
-                    read = source.buffer
+                    read = buffer
                 elif context is not checked:
                     context = checked = usable(src, source)
                 if type(target) is WebGPUStorage or isinstance(target, WebGPUStorage):
                     other = target.context
-                    if target.watch_map and target.buffer is not written:
-                        if other is not checked or _mapped(target):
+                    buffer = target.buffer
+                    if target.watch_map and buffer is not written:
+                        if other is not checked or buffer is None or buffer.map_state != "unmapped":
                             other = usable(dst, target)
-                        written = target.buffer
+                        written = buffer
                     elif other is not checked:
                         other = usable(dst, target)
                     if other is not context:
@@ -182,10 +179,11 @@ class WebGPUDataTransfer:
                 if not (type(target) is WebGPUStorage or isinstance(target, WebGPUStorage)):
                     raise TypeError(f"the webgpu transfer does not copy {src!r} -> {dst!r}")
                 context = target.context
-                if target.watch_map and target.buffer is not written:
-                    if context is not checked or _mapped(target):
+                buffer = target.buffer
+                if target.watch_map and buffer is not written:
+                    if context is not checked or buffer is None or buffer.map_state != "unmapped":
                         context = checked = usable(dst, target)
-                    written = target.buffer
+                    written = buffer
                 elif context is not checked:
                     context = checked = usable(dst, target)
                 start = src.offset

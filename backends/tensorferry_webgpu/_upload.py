@@ -89,7 +89,9 @@ class UploadStager:
         view, staging, queue = self._view, self._chunk_buffer, self._queue
         if view is None or staging is None or self._epoch != queue.epoch:
             return index
-        copy, count = queue.copy, len(ops)
+        count = len(ops)
+        copies = queue.recorded()  # appended to as Queue.copy would, without a call
+        last = copies[-1] if copies else None
         used, room, pack = self._used, self._chunk, self._pack - 1
         context = self._context
         direct_min = context.options.direct_min if context.mapped_storage else room + 1
@@ -108,7 +110,17 @@ class UploadStager:
             ):
                 break
             view[used : used + n] = host
-            copy(staging, used, buffer, offset, n)
+            if (
+                last is not None
+                and last[2] is buffer
+                and last[0] is staging
+                and last[1] + last[4] == used
+                and last[3] + last[4] == offset
+            ):
+                last[4] += n
+            else:
+                last = [staging, used, buffer, offset, n]
+                copies.append(last)
             used = (used + n + pack) & ~pack
             index += 1
         self._used = used

@@ -108,7 +108,8 @@ def test_device_copies_between_neighbouring_ranges(
 def test_neighbouring_pieces_become_one_command(
     env: tf.Environment, device: tf.Device, recorded: list[list[Any]]
 ) -> None:
-    """Aligned rows into neighbouring ranges: one staged copy per direction."""
+    """Aligned rows into neighbouring ranges: one staged copy per direction, and
+    one copy command for neighbouring ranges of one tensor into another's."""
     width = 1024
     host = np.arange(ROWS * width, dtype=np.uint32).astype(np.uint8).reshape(ROWS, width)
     target = env.empty((ROWS * width,), np.uint8, device)
@@ -124,6 +125,12 @@ def test_neighbouring_pieces_become_one_command(
     )
     assert [len(call) for call in recorded] == [1]
     _same(back, host, "round trip")
+    recorded.clear()
+    other = env.empty((ROWS * width,), np.uint8, device)
+    env.copy_tensors(_slices(target, width), _slices(other, width))
+    assert [len(call) for call in recorded] == [1]
+    assert recorded[0][0][4] == ROWS * width
+    _same(other.numpy(), host.reshape(-1), "device copy")
 
 
 def test_copies_that_do_not_continue_stay_apart(
