@@ -103,7 +103,7 @@ class _Batch:
         self.finish()
 
     def _upload(self, op: Upload) -> None:
-        host, target, offset = op
+        host, target, offset = op.host, op.target, op.offset
         downloads = self._downloads
         if downloads is not None and downloads.overlaps(host):
             downloads.complete()  # the source is a download target earlier in this batch

@@ -22,11 +22,21 @@ Bytes = npt.NDArray[np.uint8]
 
 
 class Upload(NamedTuple):
-    """Host bytes ``host`` into ``target`` at byte ``offset`` of its buffer."""
+    """``nbytes`` host bytes at byte ``first`` of the host storage's array ``flat`` into
+    ``target`` at byte ``offset`` of its buffer (so that neighbouring rows of one array
+    can be staged in one host copy, and a batch slices ``flat`` only where it needs a
+    row alone: :attr:`host`)."""
 
-    host: Bytes
     target: WebGPUStorage
     offset: int
+    nbytes: int
+    flat: Bytes
+    first: int
+
+    @property
+    def host(self) -> Bytes:
+        """The host bytes to upload (a view of ``flat``)."""
+        return self.flat[self.first : self.first + self.nbytes]
 
 
 class Download(NamedTuple):

@@ -186,9 +186,9 @@ class WebGPUDataTransfer:
                     written = buffer
                 elif context is not checked:
                     context = checked = usable(dst, target)
-                start = src.offset
-                host = source.array[start : start + src.nbytes]
-                op = new(Upload, (host, target, target.base + dst.offset))
+                op = new(
+                    Upload, (target, target.base + dst.offset, src.nbytes, source.array, src.offset)
+                )
             if not src.nbytes:
                 continue
             if context is not current:
