@@ -125,7 +125,7 @@ class WebGPUDataTransfer:
         for src, dst in pairs:
             op: Op
             source, target = src.storage, dst.storage
-            if type(source) is WebGPUStorage or isinstance(source, WebGPUStorage):
+            if isinstance(source, WebGPUStorage):
                 context = source.context
                 buffer = source.buffer
                 if source.watch_map and buffer is not read:
@@ -134,7 +134,7 @@ class WebGPUDataTransfer:
                     read = buffer
                 elif context is not checked:
                     context = checked = usable(src, source)
-                if type(target) is WebGPUStorage or isinstance(target, WebGPUStorage):
+                if isinstance(target, WebGPUStorage):
                     other = target.context
                     buffer = target.buffer
                     if target.watch_map and buffer is not written:
@@ -176,7 +176,7 @@ class WebGPUDataTransfer:
             else:
                 if not isinstance(source, HostStorage):
                     raise TypeError(_NOT_MINE.format(tensor=src))
-                if not (type(target) is WebGPUStorage or isinstance(target, WebGPUStorage)):
+                if not isinstance(target, WebGPUStorage):
                     raise TypeError(f"the webgpu transfer does not copy {src!r} -> {dst!r}")
                 context = target.context
                 buffer = target.buffer
