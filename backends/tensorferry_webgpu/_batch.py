@@ -114,7 +114,7 @@ class _Batch:
         self.finish()
 
     def _upload(self, op: Upload) -> None:
-        host, target, offset = op
+        host, target, offset = op.host, op.target, op.offset
         downloads = self._downloads
         if downloads is not None and downloads.overlaps(host):
             downloads.complete()  # the source is a download target earlier in this batch
@@ -134,12 +134,12 @@ class _Batch:
         downloads = self._downloads
         op: Download = ops[index]  # type: ignore[assignment]
         if not downloads.fits(op):
-            buffer = _buffer(op.source)
-            if maps_directly(self._context, buffer, op.host.nbytes):
+            buffer, host = _buffer(op.source), op.host
+            if maps_directly(self._context, buffer, op.nbytes):
                 downloads.complete()  # earlier downloads land first, so later writes win
-                self._direct_copier().read(buffer, op.offset, op.host)
+                self._direct_copier().read(buffer, op.offset, host)
                 return index + 1
-            downloads.download(buffer, op.offset, op.host, op.address)
+            downloads.download(buffer, op.offset, host, op.address)
             index += 1
         return downloads.pack_run(ops, index)
 

@@ -43,8 +43,10 @@ class DeviceCopier:
         """Record the consecutive device copies ``ops[index:]`` of whole 4-byte words
         between two distinct buffers that the copy command takes (not the kernel),
         in one tight loop; return the index of the first op not recorded."""
-        context, copy, count = self._context, self._queue.copy, len(ops)
+        context, count = self._context, len(ops)
         kernel_min = context.options.kernel_copy_min if context.kernel_copies else None
+        copies = self._queue.recorded()  # appended to as Queue.copy would, without a call
+        last = copies[-1] if copies else None
         while index < count:
             op = ops[index]
             if type(op) is not DeviceCopy:
@@ -57,7 +59,17 @@ class DeviceCopier:
                 or (kernel_min is not None and n >= kernel_min)
             ):
                 break
-            copy(src, src_offset, dst, dst_offset, n)
+            if (
+                last is not None
+                and last[2] is dst
+                and last[0] is src
+                and last[1] + last[4] == src_offset
+                and last[3] + last[4] == dst_offset
+            ):
+                last[4] += n
+            else:
+                last = [src, src_offset, dst, dst_offset, n]
+                copies.append(last)
             index += 1
         return index
 

@@ -57,7 +57,7 @@ class DownloadStager:
 
     def fits(self, op: Download) -> bool:
         """Whether ``op`` fits the open chunk (then :meth:`pack_run` takes it)."""
-        span = up4(op.offset + op.host.nbytes) - down4(op.offset)
+        span = up4(op.offset + op.nbytes) - down4(op.offset)
         return self._open is not None and span <= self._chunk - self._used
 
     def pack_run(self, ops: Sequence[Op], index: int) -> int:
@@ -66,40 +66,48 @@ class DownloadStager:
         down, count = self._open, len(ops)
         if down is None:
             return index
-        copy = self._queue.copy
+        copies = self._queue.recorded()  # appended to as Queue.copy would, without a call
+        last = copies[-1] if copies else None
         entries, writes, used, room = self._entries, self._host_writes, self._used, self._chunk
         pack = self._pack - 1
-        # Host copies of neighbouring rows of one host storage, staged back to back,
-        # merge into one copy: (storage's flat array, first byte, staging end, host end).
-        merge: tuple[Bytes, int, int, int] | None = None
+        # Neighbouring rows of one host storage, staged back to back, land in one host
+        # copy: the open run is rows [origin, end) of ``run``, staged from ``staged``,
+        # at host ``address``; it becomes an entry when a row does not continue it.
+        run: Bytes | None = None
+        origin = end = staged = staged_end = address = 0
         while index < count:
             op = ops[index]
             if type(op) is not Download:
                 break
-            storage, offset, host, address, flat, first = op
-            size = host.nbytes
-            start, end = offset & ~3, (offset + size + 3) & ~3
-            if end - start > room - used:
+            storage, offset, size, at, flat, first = op
+            start, stop = offset & ~3, (offset + size + 3) & ~3
+            if stop - start > room - used:
                 break
-            assert storage.buffer is not None, "zero-byte storage is never copied"
-            copy(storage.buffer, start, down, used, end - start)
-            position = used + offset - start
+            buffer, size4 = storage.buffer, stop - start
             if (
-                merge is not None
-                and merge[0] is flat
-                and merge[2] == position
-                and merge[3] == first
+                last is not None
+                and last[0] is buffer
+                and last[2] is down
+                and last[1] + last[4] == start
+                and last[3] + last[4] == used
             ):
-                origin = merge[1]
-                entries[-1] = (entries[-1][0], flat[origin : first + size])
-                writes[-1] = (writes[-1][0], address + size)
+                last[4] += size4
             else:
-                entries.append((position, host))
-                writes.append((address, address + size))
-                origin = first
-            merge = (flat, origin, position + size, first + size)
-            used = (used + end - start + pack) & ~pack
+                assert buffer is not None, "zero-byte storage is never copied"
+                last = [buffer, start, down, used, size4]
+                copies.append(last)
+            position = used + offset - start
+            if flat is not run or position != staged_end or first != end:
+                if run is not None:
+                    entries.append((staged, run[origin:end]))
+                    writes.append((address, address + end - origin))
+                run, origin, staged, address = flat, first, position, at
+            staged_end, end = position + size, first + size
+            used = (used + size4 + pack) & ~pack
             index += 1
+        if run is not None:
+            entries.append((staged, run[origin:end]))
+            writes.append((address, address + end - origin))
         self._used = used
         self._epoch = self._queue.epoch
         return index

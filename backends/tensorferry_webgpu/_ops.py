@@ -22,24 +22,40 @@ Bytes = npt.NDArray[np.uint8]
 
 
 class Upload(NamedTuple):
-    """Host bytes ``host`` into ``target`` at byte ``offset`` of its buffer."""
+    """``nbytes`` host bytes at byte ``first`` of the host storage's array ``flat`` into
+    ``target`` at byte ``offset`` of its buffer (so that neighbouring rows of one array
+    can be staged in one host copy, and a batch slices ``flat`` only where it needs a
+    row alone: :attr:`host`)."""
 
-    host: Bytes
     target: WebGPUStorage
     offset: int
+    nbytes: int
+    flat: Bytes
+    first: int
+
+    @property
+    def host(self) -> Bytes:
+        """The host bytes to upload (a view of ``flat``)."""
+        return self.flat[self.first : self.first + self.nbytes]
 
 
 class Download(NamedTuple):
-    """Bytes at ``offset`` in ``source``'s buffer into host bytes ``host``, which start
-    at host ``address`` and at byte ``first`` of their host storage's array ``flat``
-    (so that neighbouring rows of one array can land in one host copy)."""
+    """``nbytes`` bytes at ``offset`` in ``source``'s buffer into host memory at host
+    ``address``, which is byte ``first`` of its host storage's array ``flat`` (so that
+    neighbouring rows of one array can land in one host copy, and a batch slices
+    ``flat`` only where it needs a row alone: :attr:`host`)."""
 
     source: WebGPUStorage
     offset: int
-    host: Bytes
+    nbytes: int
     address: int
     flat: Bytes
     first: int
+
+    @property
+    def host(self) -> Bytes:
+        """The host bytes the download lands in (a view of ``flat``)."""
+        return self.flat[self.first : self.first + self.nbytes]
 
 
 class DeviceCopy(NamedTuple):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tensorferry_webgpu._native import MapRequest, encode_copies, request_map, submit_copies
 
@@ -33,7 +33,7 @@ class Queue:
         self._encoder: wgpu.GPUCommandEncoder | None = None
         # Copies recorded by :meth:`copy`, not yet in the encoder: the last one
         # grows while the next copy continues it in both buffers.
-        self._copies: list[list[object]] = []
+        self._copies: list[list[Any]] = []
         self._pending_writes = 0  # bytes of write_buffer data since the last submit
         self._attached: list[wgpu.GPUBuffer] = []
         self._scratch: list[wgpu.GPUBuffer] = []
@@ -72,12 +72,22 @@ class Queue:
             if (
                 last[2] is dst
                 and last[0] is src
-                and last[1] + last[4] == src_offset  # type: ignore[operator]
-                and last[3] + last[4] == dst_offset  # type: ignore[operator]
+                and last[1] + last[4] == src_offset
+                and last[3] + last[4] == dst_offset
             ):
-                last[4] += n  # type: ignore[operator]
+                last[4] += n
                 return
         copies.append([src, src_offset, dst, dst_offset, n])
+
+    def recorded(self) -> list[list[Any]]:
+        """The copies recorded by :meth:`copy` and not yet in the encoder, each
+        ``[source, source offset, destination, destination offset, bytes]``.
+
+        For a stager's tight loop, which appends to it as :meth:`copy` would
+        (extending the last copy where the new one continues it in both buffers)
+        without a call per copy; valid until the next :meth:`encoder` or :meth:`submit`.
+        """
+        return self._copies
 
     def write_buffer(self, buffer: wgpu.GPUBuffer, offset: int, data: object) -> None:
         """``queue.write_buffer`` (4-byte aligned, non-empty); only while nothing is encoded,

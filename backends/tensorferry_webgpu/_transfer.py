@@ -26,11 +26,6 @@ _NOT_MINE = (
 _Run = tuple[Context, list[Op]]
 
 
-def _mapped(storage: WebGPUStorage) -> bool:
-    """Whether a caller may have mapped the storage's buffer (then :meth:`_usable` says)."""
-    return storage.buffer is None or storage.buffer.map_state != "unmapped"
-
-
 class WebGPUDataTransfer:
     """Copies host <-> WebGPU device and within one WebGPU device.
 
@@ -114,46 +109,67 @@ class WebGPUDataTransfer:
             raise ClosedError("the webgpu data transfer is closed")
 
     def _plan(self, pairs: Sequence[CopyPair]) -> list[_Run]:
-        """Check every pair and turn the batch into runs of ops, one run per context change."""
+        """Check every pair and turn the batch into runs of ops, one run per context change.
+
+        A context is checked when it changes from one pair to the next, and a buffer
+        that a caller could map once per run of pairs that read it (or write it).
+        """
         self._check_open()
         runs: list[_Run] = []
         ops: list[Op] = []
         current: Context | None = None
         checked: Context | None = None  # the context last found usable
-        usable = self._usable
+        read: object = None  # the mappable buffer last found unmapped as a source
+        written: object = None  # ... and as a destination
+        usable, new = self._usable, tuple.__new__
         for src, dst in pairs:
             op: Op
             source, target = src.storage, dst.storage
-            if type(source) is WebGPUStorage or isinstance(source, WebGPUStorage):
+            if isinstance(source, WebGPUStorage):
                 context = source.context
-                if context is not checked or (source.watch_map and _mapped(source)):
+                buffer = source.buffer
+                if source.watch_map and buffer is not read:
+                    if context is not checked or buffer is None or buffer.map_state != "unmapped":
+                        context = checked = usable(src, source)
+                    read = buffer
+                elif context is not checked:
                     context = checked = usable(src, source)
                 if isinstance(target, WebGPUStorage):
                     other = target.context
-                    if other is not checked or (target.watch_map and _mapped(target)):
+                    buffer = target.buffer
+                    if target.watch_map and buffer is not written:
+                        if other is not checked or buffer is None or buffer.map_state != "unmapped":
+                            other = usable(dst, target)
+                        written = buffer
+                    elif other is not checked:
                         other = usable(dst, target)
                     if other is not context:
                         raise ValueError(
                             f"{src!r} and {dst!r} are on different WebGPU devices; "
                             "expected one device (the manager routes others through host)"
                         )
-                    op = DeviceCopy(
-                        source,
-                        source.base + src.offset,
-                        target,
-                        target.base + dst.offset,
-                        src.nbytes,
+                    op = new(
+                        DeviceCopy,
+                        (
+                            source,
+                            source.base + src.offset,
+                            target,
+                            target.base + dst.offset,
+                            src.nbytes,
+                        ),
                     )
                 elif isinstance(target, HostStorage):
                     start = dst.offset
-                    host = target.array[start : start + dst.nbytes]
-                    op = Download(
-                        source,
-                        source.base + src.offset,
-                        host,
-                        target.address + start,
-                        target.array,
-                        start,
+                    op = new(
+                        Download,
+                        (
+                            source,
+                            source.base + src.offset,
+                            dst.nbytes,
+                            target.address + start,
+                            target.array,
+                            start,
+                        ),
                     )
                 else:
                     raise TypeError(_NOT_MINE.format(tensor=dst))
@@ -163,10 +179,16 @@ class WebGPUDataTransfer:
                 if not isinstance(target, WebGPUStorage):
                     raise TypeError(f"the webgpu transfer does not copy {src!r} -> {dst!r}")
                 context = target.context
-                if context is not checked or (target.watch_map and _mapped(target)):
+                buffer = target.buffer
+                if target.watch_map and buffer is not written:
+                    if context is not checked or buffer is None or buffer.map_state != "unmapped":
+                        context = checked = usable(dst, target)
+                    written = buffer
+                elif context is not checked:
                     context = checked = usable(dst, target)
-                host = source.array[src.offset : src.offset + src.nbytes]
-                op = Upload(host, target, target.base + dst.offset)
+                op = new(
+                    Upload, (target, target.base + dst.offset, src.nbytes, source.array, src.offset)
+                )
             if not src.nbytes:
                 continue
             if context is not current:

@@ -144,33 +144,54 @@ class UploadStager:
 
         The run ends at an upload the batch's general path must take: one whose
         source a pending download writes (``overlaps``), or one that may map its
-        buffer directly (from ``direct_min`` bytes, on unified memory).
+        buffer directly (from ``direct_min`` bytes, on unified memory). Neighbouring
+        rows of one host array, staged back to back, are staged by one host copy.
         """
         view, staging, queue = self._view, self._chunk_buffer, self._queue
         if view is None or staging is None or self._epoch != queue.epoch:
             return index
-        copy, count = queue.copy, len(ops)
+        count = len(ops)
+        copies = queue.recorded()  # appended to as Queue.copy would, without a call
+        last = copies[-1] if copies else None
         used, room, pack = self._used, self._chunk, self._pack - 1
         context = self._context
         direct_min = context.options.direct_min if context.mapped_storage else room + 1
+        # The open run: host bytes [origin, end) of ``run``, staged at ``staged``.
+        run: Bytes | None = None
+        origin = end = staged = 0
         while index < count:
             op = ops[index]
             if type(op) is not Upload:
                 break
-            host, target, offset = op
-            n = host.nbytes
-            buffer = target.buffer
+            target, offset, n, flat, first = op
             if (
                 (offset | n) & 3
                 or n > room - used
                 or n >= direct_min
-                or (overlaps is not None and overlaps(host))
+                or (overlaps is not None and overlaps(flat[first : first + n]))
             ):
                 break
-            view[used : used + n] = host
-            copy(staging, used, buffer, offset, n)
+            if flat is not run or first != end or used != staged + end - origin:
+                if run is not None:
+                    view[staged : staged + end - origin] = run[origin:end]
+                run, origin, staged = flat, first, used
+            end = first + n
+            buffer = target.buffer
+            if (
+                last is not None
+                and last[2] is buffer
+                and last[0] is staging
+                and last[1] + last[4] == used
+                and last[3] + last[4] == offset
+            ):
+                last[4] += n
+            else:
+                last = [staging, used, buffer, offset, n]
+                copies.append(last)
             used = (used + n + pack) & ~pack
             index += 1
+        if run is not None:
+            view[staged : staged + end - origin] = run[origin:end]
         self._used = used
         if used >= room:
             queue.submit()  # the device copies this chunk while the next one fills

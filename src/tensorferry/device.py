@@ -87,7 +87,7 @@ class Device:
     @property
     def is_host(self) -> bool:
         """True for plain host memory, which every transfer can read and write with numpy."""
-        return self == HOST
+        return self is HOST or self == HOST
 
     @overload
     def property(self, key: str) -> PropertyValue: ...

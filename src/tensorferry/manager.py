@@ -466,53 +466,86 @@ class DataTransferManager:
                 f"got {len(srcs)} sources and {len(dsts)} destinations; expected equal counts"
             )
         self._check_open()
-        routes = self._routes_of(srcs, dsts)
-        only = _only_transfer(routes)
-        if only is not None and _one_device(srcs, dsts):
+        only, routes = self._routes_of(srcs, dsts)
+        if routes is None:
             # the common case: one transfer copies every pair directly, on one device
+            if only is None:
+                return _Plan([], ())
             return _Plan([[_Call(only, list(zip(srcs, dsts, strict=True)))]], (only,))
         stages = _stages(self._steps(srcs, dsts, routes))
         return _Plan(stages, tuple(_transfers_of(stages)))
 
-    def _routes_of(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> list[_Hops]:
-        """Check every pair and return, for each, the transfers that copy it: one
-        (direct) or two (through host memory). Raises what :meth:`copy_tensors` lists."""
+    def _routes_of(
+        self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]
+    ) -> tuple[IDataTransfer | None, list[_Hops] | None]:
+        """Check every pair and find the transfers that copy it: one (direct) or two
+        (through host memory). Raises what :meth:`copy_tensors` lists.
+
+        Returns ``(transfer, None)`` when that one transfer copies every pair directly
+        on one device (the lane of :func:`_lane`), ``(None, None)`` for an empty batch,
+        else ``(None, hops of each pair)``.
+        """
         owner, routes = self._owner, self._routes
-        result: list[_Hops] = []
-        # Pairs of a batch mostly share one device pair: its route is looked up once.
-        last: tuple[Device, Device, _Route | None] | None = None
+        result: list[_Hops] | None = None  # built once the batch is not uniform
+        only: IDataTransfer | None = None
+        lane: Device | None = None  # the device every pair so far runs on
+        hops: _Hops = ()
+        # Pairs of a batch mostly share one device pair (the very same Device objects):
+        # its route and lane are found once, and equality runs only when objects differ.
+        last_from: Device | None = None
+        last_to: Device | None = None
+        last_source: object = None
+        from_device: Device | None = None
         for index, (src, dst) in enumerate(zip(srcs, dsts, strict=True)):
             if type(src) is not Tensor or type(dst) is not Tensor:
                 self._check_pair(index, src, dst)  # raises TypeError for a non-tensor
             source, target = src.storage, dst.storage
+            if source is not last_source:
+                if source.closed:
+                    self._check_pair(index, src, dst)  # raises ClosedError, or an earlier error
+                from_device, last_source = source.device, source
             if not (  # the checks of _check_pair's common case, inlined for big batches
                 (owner is None or (src.owner is owner and dst.owner is owner))
                 and src.shape == dst.shape
-                and src.dtype == dst.dtype
-                and not source.closed
+                and (src.dtype is dst.dtype or src.dtype == dst.dtype)
                 and not target.closed
                 and target.writable
             ):
                 self._check_pair(index, src, dst)
-            from_device, to_device = source.device, target.device
-            if last is not None and last[0] is from_device and last[1] is to_device:
-                route = last[2]
-            else:
-                cached = routes.get((from_device, to_device), _MISSING)
-                route = (
-                    self._route(from_device, to_device)
-                    if cached is _MISSING
-                    else cast("_Route | None", cached)
-                )
-                last = (from_device, to_device, route)
+            to_device = target.device
+            if from_device is last_from and to_device is last_to:
+                if result is not None:
+                    result.append(hops)
+                continue
+            assert from_device is not None
+            cached = routes.get((from_device, to_device), _MISSING)
+            route = (
+                self._route(from_device, to_device)
+                if cached is _MISSING
+                else cast("_Route | None", cached)
+            )
             if route is None:
                 raise NoTransferError(
                     f"pair {index}: no registered data transfer copies {src.device} -> "
                     f"{dst.device}, directly or through host memory; registered: "
                     f"{[type(t).__name__ for t in self._transfers] or 'none'}"
                 )
-            result.append(route.hops)
-        return result
+            last_from, last_to = from_device, to_device
+            if result is None:
+                device = to_device if from_device.is_host else from_device
+                if index == 0 and len(route.hops) == 1:
+                    only, lane = route.hops[0], device
+                elif (
+                    len(route.hops) != 1
+                    or route.hops[0] is not only
+                    or (device is not lane and device != lane)
+                ):
+                    result = [hops] * index  # the pairs so far all had the first hops
+                    only = None
+            hops = route.hops
+            if result is not None:
+                result.append(hops)
+        return only, result
 
     def _steps(
         self, srcs: Sequence[Tensor], dsts: Sequence[Tensor], routes: Sequence[_Hops]
@@ -538,31 +571,6 @@ class DataTransferManager:
             steps.append(_Step(down, src, staging, _lane(down, src, staging)))
             steps.append(_Step(up, staging, dst, _lane(up, staging, dst)))
         return steps
-
-
-def _only_transfer(routes: Sequence[_Hops]) -> IDataTransfer | None:
-    """The transfer that copies every pair directly, if there is exactly one."""
-    if not routes or len(routes[0]) != 1:
-        return None
-    only = routes[0][0]
-    for hops in routes:
-        if len(hops) != 1 or hops[0] is not only:
-            return None
-    return only
-
-
-def _one_device(srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> bool:
-    """Whether every pair runs on one device (the lane of :func:`_lane`)."""
-    first: Device | None = None
-    for src, dst in zip(srcs, dsts, strict=True):
-        device = src.storage.device
-        if device.is_host:
-            device = dst.storage.device
-        if first is None:
-            first = device
-        elif device != first:
-            return False
-    return True
 
 
 def _transfers_of(stages: Sequence[_Stage]) -> list[IDataTransfer]:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import attrs
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -254,6 +255,28 @@ def test_whole_batch_is_validated_before_any_copy(
     np.testing.assert_array_equal(acca.read(device_dst), np.zeros(3))
 
 
+@pytest.mark.parametrize("kind", list(BAD_PAIRS))
+def test_a_bad_pair_in_the_middle_of_a_long_uniform_batch_stops_it_before_any_copy(
+    manager: DataTransferManager,
+    acca: Any,
+    accb: Any,
+    events: list[str],
+    kind: str,
+) -> None:
+    """The planner's shortcuts for pairs that share one device pair (route and lane
+    found once) still check every pair, and name the bad one."""
+    manager.register_data_transfer(acca.transfer)
+    sources = [_host(np.ones(3, np.float32)) for _ in range(1000)]
+    destinations = [acca.tensor(np.zeros(3, np.float32)) for _ in range(1000)]
+    sources[500], destinations[500] = _bad_pair(kind, acca, accb)
+    error, message = BAD_PAIRS[kind]
+    with pytest.raises(error, match=message.replace("pair 2", "pair 500")):
+        manager.copy_tensors(sources, destinations)
+    assert events == []
+    for dst in (destinations[0], destinations[499], destinations[999]):
+        np.testing.assert_array_equal(acca.read(dst), np.zeros(3))
+
+
 def test_errors_subclass_builtins() -> None:
     assert issubclass(IncompatibleTensorsError, ValueError)
     assert issubclass(InvalidArrayError, ValueError)
@@ -326,6 +349,72 @@ def test_mixed_batch_calls_each_transfer_once_per_device_with_its_pairs_in_order
     for i, dst in enumerate(destinations):
         value = _values(dst) if dst.device.is_host else acca.read(dst)
         np.testing.assert_array_equal(value, np.full(4, i))
+
+
+def test_equal_devices_of_distinct_objects_share_one_call(
+    wired: DataTransferManager, acca: Any
+) -> None:
+    """A device equal to the batch's first one, as another object, stays in its call."""
+    sources = [_host(np.full(2, i, np.int32)) for i in range(4)]
+    destinations = [acca.tensor(np.zeros(2, np.int32)) for _ in range(4)]
+    for dst in destinations[1::2]:
+        dst.storage.device = attrs.evolve(dst.storage.device)
+    assert destinations[1].device == destinations[0].device
+    assert destinations[1].device is not destinations[0].device
+    wired.copy_tensors(sources, destinations)
+    assert acca.transfer.calls == [list(zip(sources, destinations, strict=True))]
+    for i, dst in enumerate(destinations):
+        np.testing.assert_array_equal(acca.read(dst), np.full(2, i))
+
+
+def test_a_late_pair_on_another_device_of_the_one_transfer_gets_its_own_call(
+    wired: DataTransferManager, acca: Any
+) -> None:
+    sources = [_host(np.full(2, i, np.int32)) for i in range(20)]
+    destinations = [acca.tensor(np.zeros(2, np.int32)) for _ in range(19)]
+    destinations.append(acca.tensor(np.zeros(2, np.int32), index=1))
+    wired.copy_tensors(sources, destinations)
+    pairs = list(zip(sources, destinations, strict=True))
+    assert sorted(acca.transfer.calls, key=len) == [pairs[19:], pairs[:19]]
+    for i, dst in enumerate(destinations):
+        np.testing.assert_array_equal(acca.read(dst), np.full(2, i))
+
+
+def test_late_pairs_on_other_devices_leave_a_uniform_batch_correctly_grouped(
+    wired: DataTransferManager, recording_cpu: Any, acca: Any, accb: Any
+) -> None:
+    """Pairs after a long run on one device pair: another device of the same transfer,
+    another transfer, a routed pair; each goes to its own group, in order."""
+    n = 50
+    sources = [_host(np.full(3, i, np.int16)) for i in range(n)]
+    destinations = [acca.tensor(np.zeros(3, np.int16)) for _ in range(n)]
+    other_device = acca.tensor(np.zeros(3, np.int16), index=1)
+    on_host = _host(np.zeros(3, np.int16))
+    routed_src, routed_dst = (
+        acca.tensor(np.full(3, 77, np.int16)),
+        accb.tensor(np.zeros(3, np.int16)),
+    )
+    back = _host(np.zeros(3, np.int16))
+    sources += [_host(np.full(3, 55, np.int16)), _host(np.full(3, 66, np.int16)), routed_src]
+    destinations += [other_device, on_host, routed_dst]
+    sources.append(destinations[1])  # a download on the first device joins its call
+    destinations.append(back)
+    wired.copy_tensors(sources, destinations)
+    pairs = list(zip(sources, destinations, strict=True))
+    assert recording_cpu.calls == [[pairs[n + 1]]]
+    calls = sorted(acca.transfer.calls, key=len)
+    assert calls[0] == [pairs[n]]
+    assert calls[1][:n] == pairs[:n]
+    assert calls[1][n][0] is routed_src
+    assert calls[1][n + 1] == pairs[-1]
+    assert len(calls) == 2
+    assert [dst for _, dst in accb.transfer.calls[0]] == [routed_dst]
+    for i, dst in enumerate(destinations[:n]):
+        np.testing.assert_array_equal(acca.read(dst), np.full(3, i))
+    np.testing.assert_array_equal(acca.read(other_device), np.full(3, 55))
+    np.testing.assert_array_equal(_values(on_host), np.full(3, 66))
+    np.testing.assert_array_equal(accb.read(routed_dst), np.full(3, 77))
+    np.testing.assert_array_equal(_values(back), np.full(3, 1))
 
 
 def test_downloads_and_uploads_of_one_device_share_one_call(

@@ -109,7 +109,8 @@ def test_device_copies_between_neighbouring_ranges(
 def test_neighbouring_pieces_become_one_command(
     env: tf.Environment, device: tf.Device, recorded: list[list[Any]]
 ) -> None:
-    """Aligned rows into neighbouring ranges: one staged copy per direction."""
+    """Aligned rows into neighbouring ranges: one staged copy per direction, and
+    one copy command for neighbouring ranges of one tensor into another's."""
     width = 1024
     host = np.arange(ROWS * width, dtype=np.uint32).astype(np.uint8).reshape(ROWS, width)
     target = env.empty((ROWS * width,), np.uint8, device)
@@ -125,6 +126,12 @@ def test_neighbouring_pieces_become_one_command(
     )
     assert [len(call) for call in recorded] == [1]
     _same(back, host, "round trip")
+    recorded.clear()
+    other = env.empty((ROWS * width,), np.uint8, device)
+    env.copy_tensors(_slices(target, width), _slices(other, width))
+    assert [len(call) for call in recorded] == [1]
+    assert recorded[0][0][4] == ROWS * width
+    _same(other.numpy(), host.reshape(-1), "device copy")
 
 
 def test_copies_that_do_not_continue_stay_apart(
@@ -143,3 +150,30 @@ def test_copies_that_do_not_continue_stay_apart(
     env.copy_tensors(rows[::-1], slices[::-1])
     assert sum(len(call) for call in recorded) == count
     _same(target.numpy(), host.reshape(-1), "reversed rows")
+
+
+@pytest.mark.parametrize("width", [1024, 1000], ids=["aligned", "staging-gaps"])
+def test_uploads_read_rows_that_merged_downloads_of_the_batch_wrote(
+    env: tf.Environment, device: tf.Device, width: int
+) -> None:
+    """Rows downloaded into one host array (staged, and copied out, as one run) and,
+    later in the same batch, uploaded from a middle row, from a range across two
+    rows and from a run of rows: the uploads send the downloaded bytes, not the old."""
+    rng = np.random.default_rng(width + 3)
+    data = rng.integers(0, 256, (ROWS, width), dtype=np.uint8)
+    sources = [env.from_numpy(row, device) for row in data]
+    host = np.full((ROWS, width), 0x5A, np.uint8)
+    flat = env.from_numpy(host.reshape(-1), copy=False)
+    rows = [flat[i * width : (i + 1) * width] for i in range(ROWS)]
+    middle = env.empty((width,), np.uint8, device)
+    across = env.empty((width,), np.uint8, device)
+    run = [env.empty((width,), np.uint8, device) for _ in range(8)]
+    env.copy_tensors(
+        [*sources, rows[ROWS // 2], flat[width // 2 : width // 2 + width], *rows[8:16]],
+        [*rows, middle, across, *run],
+    )
+    _same(host, data, "downloaded rows")
+    _same(middle.numpy(), data[ROWS // 2], "upload of a downloaded row")
+    _same(across.numpy(), data.reshape(-1)[width // 2 : width // 2 + width], "across two rows")
+    for i, tensor in enumerate(run):
+        _same(tensor.numpy(), data[8 + i], f"row {8 + i} of a run of uploads")

@@ -139,6 +139,19 @@ report = {"usage": int(buffer.usage)}
 if not buffer.usage & (U.MAP_READ | U.MAP_WRITE):
     print(json.dumps(report))
     sys.exit(0)
+# long batches, the mapped tensor at pair 500 and again at 501 (as source and as target)
+others = [env.from_numpy(np.full(64, 0xEE, np.uint8), builtin) for _ in range(1000)]
+sources = [env.from_numpy(np.full(64, 7, np.uint8), builtin) for _ in range(1000)]
+host_rows = env.from_numpy(np.full((1000, 64), 0xEE, np.uint8), copy=False)
+rows = [host_rows[i] for i in range(1000)]
+def long_batch(srcs, dsts, *at):
+    srcs, dsts = list(srcs), list(dsts)
+    for i in at:
+        if i % 2:
+            srcs[i] = tensor
+        else:
+            dsts[i] = tensor
+    return lambda: env.copy_tensors(srcs, dsts)
 buffer.map_sync(wgpu.MapMode.READ)
 report["state"] = buffer.map_state
 out = np.full(data.size, 0xEE, np.uint8)
@@ -147,10 +160,15 @@ report["errors"] = {
     "upload": attempt(lambda: env.copy_tensor(env.from_numpy(np.zeros_like(data)), tensor)),
     "fill": attempt(lambda: env.fill(tensor, 1)),
     "device copy": attempt(lambda: env.copy_tensor(tensor[:8], tensor[8:16])),
+    "long upload batch": attempt(long_batch(rows, others, 500)),
+    "long download batch": attempt(long_batch(sources, rows, 501)),
+    "long device copy batch into it": attempt(long_batch(sources, others, 500)),
+    "long device copy batch from it": attempt(long_batch(sources, others, 501)),
 }
-report["out untouched"] = bool((out == 0xEE).all())
+report["out untouched"] = bool((out == 0xEE).all()) and bool((host_rows.numpy() == 0xEE).all())
 buffer.unmap()
 report["after unmap"] = tensor.numpy().tolist() == data.tolist()
+report["others untouched"] = all(bool((t.numpy() == 0xEE).all()) for t in others)
 print(json.dumps(report))
 """
 )
@@ -161,7 +179,8 @@ def test_tensor_buffer_mapped_by_its_user_is_refused(
 ) -> None:
     """Where tensor buffers are host-mappable (MAP_READ usage), a caller can map
     one through buffer_of(); copies with that tensor must then raise ValueError
-    naming the state, as for wrapped buffers, instead of aborting."""
+    naming the state, as for wrapped buffers, instead of aborting, also from the
+    middle of a 1000-pair batch, before any pair is copied."""
     report = run_child(POOLED_MAPPED_CHILD, str(webgpu_index)).report()
     if "state" not in report:
         pytest.skip(f"tensor buffers are not mappable here (usage {report['usage']:#x})")
@@ -170,6 +189,7 @@ def test_tensor_buffer_mapped_by_its_user_is_refused(
         assert error["value_error"], f"{action}: expected ValueError, got {error}"
         assert report["state"] in error["message"], error["message"]
     assert report["out untouched"]
+    assert report["others untouched"], "a batch that raised copied some of its pairs"
     assert report["after unmap"]
 
 
