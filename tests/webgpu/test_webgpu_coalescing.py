@@ -111,7 +111,7 @@ def test_neighbouring_pieces_become_one_command(
 ) -> None:
     """Aligned rows into neighbouring ranges: one staged copy per direction, and
     one copy command for neighbouring ranges of one tensor into another's."""
-    width = 1024
+    width = 2048  # 128 KiB tensors: beyond slabs, one buffer each
     host = np.arange(ROWS * width, dtype=np.uint32).astype(np.uint8).reshape(ROWS, width)
     target = env.empty((ROWS * width,), np.uint8, device)
     env.copy_tensors(
