@@ -1,4 +1,5 @@
-"""The one timing helper the probes share."""
+"""What the probes share: one timing helper, and a wgpu device with the adapter's
+largest buffers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import wgpu
+
+import tensorferry_webgpu as tw
 
 
 def median_seconds(work: Callable[[], object], repeats: int = 7) -> float:
@@ -17,3 +21,17 @@ def median_seconds(work: Callable[[], object], repeats: int = 7) -> float:
         work()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def large_device(token: str) -> tuple[wgpu.GPUAdapter, wgpu.GPUDevice]:
+    """The first adapter whose summary contains ``token`` (any case; "" takes the
+    first), and a device of it allowed the adapter's largest buffers and bindings."""
+    adapter = next(a for a in tw.adapters() if token.lower() in a.summary.lower())
+    limits = adapter.limits
+    gpu = adapter.request_device_sync(
+        required_limits={
+            "max-buffer-size": limits["max-buffer-size"],
+            "max-storage-buffer-binding-size": limits["max-storage-buffer-binding-size"],
+        }
+    )
+    return adapter, gpu

@@ -22,8 +22,8 @@ from functools import partial
 
 import numpy as np
 import wgpu
+from _median import large_device
 
-import tensorferry_webgpu as tw
 from tensorferry_webgpu import _native
 
 SIZES = (64 << 20, 256 << 20, 1 << 30)
@@ -61,14 +61,7 @@ fn main(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_index) l:
 def main() -> None:
     """Print ``size kernel GB/s`` lines."""
     token = sys.argv[1] if len(sys.argv) > 1 else ""
-    adapter = next(a for a in tw.adapters() if token.lower() in a.summary.lower())
-    limits = adapter.limits
-    gpu = adapter.request_device_sync(
-        required_limits={
-            "max-buffer-size": limits["max-buffer-size"],
-            "max-storage-buffer-binding-size": limits["max-storage-buffer-binding-size"],
-        }
-    )
+    adapter, gpu = large_device(token)
     print(f"# {adapter.summary}")
     usage = wgpu.BufferUsage
     flags = usage.STORAGE | usage.COPY_SRC | usage.COPY_DST

@@ -11,12 +11,12 @@ Run: ``python benchmarks/probes/copy_threads.py 8 16``.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
+from _median import median_seconds
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
@@ -26,13 +26,7 @@ Bytes = npt.NDArray[np.uint8]
 
 
 def _rate(nbytes: int, work: Callable[[], object], runs: int = 5) -> float:
-    work()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return nbytes / float(np.median(times)) / 1e9
+    return nbytes / median_seconds(work, runs) / 1e9
 
 
 def _model_sizes(count: int = 300, low: int = 4 << 10, high: int = 64 << 20) -> list[int]:

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from functools import partial
 
 import wgpu
-from _median import median_seconds
+from _median import large_device, median_seconds
 
-import tensorferry_webgpu as tw
 from tensorferry_webgpu._copy_kernel import CopyKernel
 
 SIZES = [1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20, 1 << 30]
@@ -27,14 +26,8 @@ Encode = Callable[[wgpu.GPUCommandEncoder], None]
 def main() -> None:
     """Print ``size path GB/s`` lines."""
     token = sys.argv[1] if len(sys.argv) > 1 else ""
-    adapter = next(a for a in tw.adapters() if token.lower() in a.summary.lower())
+    adapter, gpu = large_device(token)
     limits = adapter.limits
-    gpu = adapter.request_device_sync(
-        required_limits={
-            "max-buffer-size": limits["max-buffer-size"],
-            "max-storage-buffer-binding-size": limits["max-storage-buffer-binding-size"],
-        }
-    )
     print(f"# {adapter.summary}; binding limit {limits['max-storage-buffer-binding-size']}")
     usage = wgpu.BufferUsage
     flags = usage.STORAGE | usage.COPY_SRC | usage.COPY_DST
