@@ -15,10 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from tensorferry_webgpu._device_copy import DeviceCopier
 from tensorferry_webgpu._direct import DirectCopier, maps_directly
 from tensorferry_webgpu._download import DownloadStager
 from tensorferry_webgpu._fill import Filler
+from tensorferry_webgpu._native import MAP_READ, mapped_array, request_map, submit_copies
 from tensorferry_webgpu._ops import DeviceCopy, Download, Fill, Op, Upload
 from tensorferry_webgpu._queue import Queue
 from tensorferry_webgpu._upload import UploadStager
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from tensorferry_webgpu._context import Context
     from tensorferry_webgpu._storage import WebGPUStorage
 
-__all__ = ["FEW_OPS", "run_batch"]
+__all__ = ["FEW_OPS", "download_alone", "run_batch"]
 
 FEW_OPS = 8
 """Batches of at most this many ops upload small tensors by ``write_buffer`` each:
@@ -48,6 +51,17 @@ def run_batch(context: Context, ops: Sequence[Op]) -> None:
     """
     with context.lock:
         context.check_usable()
+        if len(ops) == 1 and (type(ops[0]) is Download or type(ops[0]) is Upload):
+            try:
+                done = _alone(context, ops[0])
+            except BaseException as exc:
+                error = context.failure(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            if done:
+                context.pool.end_batch()
+                return
         batch = _Batch(context, single=len(ops) <= FEW_OPS)
         try:
             batch.run(ops)
@@ -57,6 +71,69 @@ def run_batch(context: Context, ops: Sequence[Op]) -> None:
             if error is exc:
                 raise
             raise error from exc
+
+
+def _alone(context: Context, op: Op) -> bool:
+    if type(op) is Download:
+        return download_alone(context, op)
+    return upload_alone(context, op)  # type: ignore[arg-type]
+
+
+def upload_alone(context: Context, op: Upload) -> bool:
+    """Write ``op`` by ``queue.write_buffer`` as a batch of its own when it is small and
+    whole 4-byte words (what a batch does for such a lone upload): the data lands
+    at the next submit, made now only once enough written bytes are left staged.
+
+    Returns False, having done nothing, when ``op`` needs more. Call under the
+    context's lock. Raises wgpu's errors untranslated (the caller translates them).
+    """
+    offset, n, buffer = op.offset, op.nbytes, op.target.buffer
+    if (offset | n) & 3 or n > context.options.small_upload or buffer is None:
+        return False
+    if maps_directly(context, buffer, n):
+        return False
+    first = op.first
+    context.queue.write_buffer(buffer, offset, op.flat[first : first + n])
+    if context.defer_writes(n):
+        context.queue.submit([])
+    return True
+
+
+def download_alone(context: Context, op: Download) -> bool:
+    """Run ``op`` as a batch of its own when it fits one staging chunk: one copy into
+    a pooled ``MAP_READ`` chunk, one native submit, one map and a copy out, as a
+    batch would do for this one op, without the batch, queue and stager around them.
+
+    Returns False, having done nothing, when ``op`` needs more (a range larger than a
+    chunk, memory that maps directly, a host copy big enough for the copy threads).
+    Call under the context's lock. Raises wgpu's errors untranslated (the caller
+    translates them); the staging chunk is discarded after any error.
+    """
+    offset, n, buffer = op.offset, op.nbytes, op.source.buffer
+    start = offset & ~3
+    size = ((offset + n + 3) & ~3) - start
+    options = context.options
+    if size > options.staging_chunk or n >= options.parallel_min or buffer is None:
+        return False
+    if maps_directly(context, buffer, n):
+        return False
+    staging, gpu = context.download_staging, context.gpu
+    chunk = staging.acquire()
+    try:
+        context.patcher.flush()
+        submit_copies(gpu, context.queue, [(buffer, start, chunk, 0, size)])
+        context.unsubmitted_writes = 0  # a submit carries every staged write
+        request_map(chunk, MAP_READ, 0, size).wait(gpu, lost_after=options.lost_after)
+        mapped = mapped_array(chunk, 0, size)
+        first, skip = op.first, offset - start
+        np.copyto(op.flat[first : first + n], mapped[skip : skip + n])
+        del mapped  # no view of mapped memory may outlive the unmap
+        chunk.unmap()
+    except BaseException:
+        staging.discard(chunk)
+        raise
+    staging.give_back(chunk)
+    return True
 
 
 def _buffer(storage: WebGPUStorage) -> wgpu.GPUBuffer:

@@ -480,8 +480,9 @@ class Environment:
         return self.from_numpy(array, target)
 
     def _wrap(self, array: npt.NDArray[np.generic], *, writable: bool | None) -> Tensor:
-        as_dtype(array.dtype)
-        return Tensor(HostStorage.wrap(array, writable=writable), array.shape, array.dtype, 0, self)
+        dtype = as_dtype(array.dtype)  # raises for a dtype tensors cannot hold
+        # The whole array, of a numpy shape and a checked dtype: nothing left to check.
+        return Tensor._whole(HostStorage.wrap(array, writable=writable), array.shape, dtype, self)
 
     def _check_tensor(self, tensor: Tensor, role: str) -> None:
         self._check_open()

@@ -146,6 +146,31 @@ class Tensor:
                 f"storage of {self.storage.nbytes} bytes"
             )
 
+    @classmethod
+    def _whole(
+        cls,
+        storage: Storage,
+        shape: tuple[int, ...],
+        dtype: np.dtype[np.generic],
+        owner: TensorOwner | None,
+    ) -> Tensor:
+        """A tensor over all of ``storage``, built without the checks of ``__init__``.
+
+        For the core's hot paths only, where the caller knows what those checks
+        would find: ``shape`` and ``dtype`` already normal (a numpy array's own, the
+        dtype accepted by :func:`as_dtype`) and ``storage`` exactly the tensor's
+        bytes (a host array wrapped whole). Raises nothing.
+        """
+        tensor = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(tensor, "storage", storage)
+        setattr_(tensor, "shape", shape)
+        setattr_(tensor, "dtype", dtype)
+        setattr_(tensor, "offset", 0)
+        setattr_(tensor, "owner", owner)
+        setattr_(tensor, "nbytes", math.prod(shape) * dtype.itemsize)
+        return tensor
+
     @property
     def device(self) -> Device:
         """The device whose memory holds this tensor."""

@@ -32,6 +32,39 @@ def grid(env: Environment) -> Tensor:
 # construction --------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(24, dtype=np.float32).reshape(4, 6),
+        np.zeros((0, 3), np.int16),
+        np.array(5, np.int64),
+        np.zeros(3, np.dtype([("a", "u1"), ("b", "<f8")])),
+    ],
+    ids=["2d", "empty", "0d", "structured"],
+)
+@pytest.mark.parametrize("writable", [None, False, True])
+def test_wrapped_arrays_match_a_checked_tensor(
+    env: Environment, array: npt.NDArray[Any], writable: bool | None
+) -> None:
+    """The host tensors the environment wraps without re-checking (``Tensor._whole``,
+    for from_numpy and to_numpy's ``out``) equal what ``Tensor(...)`` builds."""
+    wrapped = env._wrap(array, writable=writable)
+    checked = Tensor(HostStorage.wrap(array, writable=writable), array.shape, array.dtype, 0, env)
+    for field in ("shape", "dtype", "offset", "owner", "nbytes", "writable", "device"):
+        assert getattr(wrapped, field) == getattr(checked, field), field
+    assert type(wrapped.shape) is tuple
+    assert all(type(d) is int for d in wrapped.shape)
+    np.testing.assert_array_equal(wrapped.host_array(), array)
+
+
+def test_wrapping_refuses_what_tensors_cannot_hold(env: Environment) -> None:
+    """The dtype check stays in front of the unchecked construction."""
+    with pytest.raises(UnsupportedDtypeError):
+        env.from_numpy(np.array([object()]), copy=False)
+    with pytest.raises(InvalidArrayError):
+        env.from_numpy(np.zeros((4, 4))[:, 1], copy=False)
+
+
 def test_attributes(grid: Tensor) -> None:
     assert grid.device == HOST
     assert grid.shape == (4, 6)

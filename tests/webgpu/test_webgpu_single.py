@@ -1,0 +1,144 @@
+"""A batch of one small download or upload skips the batch machinery
+(``download_alone`` / ``upload_alone`` in ``_batch.py``): same bytes, same
+staging discipline, same errors as the batch path it stands in for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tensorferry as tf
+import tensorferry_webgpu as tw
+from tensorferry_webgpu import _batch
+
+
+def _count(monkeypatch: pytest.MonkeyPatch, name: str) -> list[bool]:
+    """Record what each call of ``_batch.<name>`` returned (True: it did the copy)."""
+    real = getattr(_batch, name)
+    seen: list[bool] = []
+
+    def spy(*args: Any) -> bool:
+        done: bool = real(*args)
+        seen.append(done)
+        return done
+
+    monkeypatch.setattr(_batch, name, spy)
+    return seen
+
+
+@pytest.mark.parametrize(("start", "size"), [(0, 4096), (1, 5), (3, 1), (6, 13), (8, 4), (5, 0)])
+def test_a_lone_download_is_byte_exact(
+    fresh_env: tf.Environment,
+    webgpu_index: int,
+    monkeypatch: pytest.MonkeyPatch,
+    start: int,
+    size: int,
+) -> None:
+    """Any byte offset and size: the host view gets exactly the device bytes, and
+    the host bytes around it keep theirs."""
+    env = fresh_env
+    device = env.device(f"webgpu:{webgpu_index}")
+    data = (np.arange(8192) * 7 % 251).astype(np.uint8)
+    tensor = env.from_numpy(data, device)
+    host = np.full(8192, 0xEE, np.uint8)
+    target = env.from_numpy(host, copy=False)
+    seen = _count(monkeypatch, "download_alone")
+    env.copy_tensor(tensor[start : start + size], target[start + 3 : start + 3 + size])
+    expected = np.full(8192, 0xEE, np.uint8)
+    expected[start + 3 : start + 3 + size] = data[start : start + size]
+    np.testing.assert_array_equal(host, expected)
+    assert seen == ([True] if size else []), "a small download takes the lone path"
+
+
+def test_a_lone_download_gives_its_staging_chunk_back(
+    fresh_env: tf.Environment,
+    webgpu_index: int,
+    staging_spy: Callable[[Any], Any],
+) -> None:
+    """One pooled chunk per download, reused: repeated downloads make no new ones."""
+    env = fresh_env
+    device = env.device(f"webgpu:{webgpu_index}")
+    tensor = env.from_numpy(np.arange(1024, dtype=np.int32), device)
+    out = np.empty(1024, np.int32)
+    tensor.numpy(out=out)  # the pool makes its first chunk
+    context = tw.backend_of(env).context(device)
+    record = staging_spy(context)
+    for _ in range(5):
+        out[:] = 0
+        tensor.numpy(out=out)
+        np.testing.assert_array_equal(out, np.arange(1024, dtype=np.int32))
+    assert len(record.handed_out["download"]) == 5
+    assert len(set(map(id, record.handed_out["download"]))) == 1, "the chunk is reused"
+    assert record.created["download"] == []
+
+
+def test_larger_downloads_take_the_batch_path(
+    make_env: Callable[..., tf.Environment],
+    staged_options: Callable[..., Any],
+    webgpu_index: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A range larger than a staging chunk streams through the batch, as before."""
+    env = make_env(staged_options(staging_chunk=64 << 10))
+    device = env.device(f"webgpu:{webgpu_index}")
+    data = (np.arange(300 << 10) % 253).astype(np.uint8)
+    tensor = env.from_numpy(data, device)
+    seen = _count(monkeypatch, "download_alone")
+    np.testing.assert_array_equal(tensor.numpy(), data)
+    assert seen == [False]
+
+
+@pytest.mark.parametrize(("start", "size", "alone"), [(0, 64, True), (4, 8, True), (1, 8, False)])
+def test_a_lone_upload_is_byte_exact(
+    fresh_env: tf.Environment,
+    webgpu_index: int,
+    monkeypatch: pytest.MonkeyPatch,
+    start: int,
+    size: int,
+    alone: bool,
+) -> None:
+    """Whole words go by ``write_buffer`` alone; other ranges take the batch path
+    (its byte-exact patches); the device bytes around the range keep theirs."""
+    env = fresh_env
+    device = env.device(f"webgpu:{webgpu_index}")
+    tensor = env.from_numpy(np.full(256, 0xEE, np.uint8), device)
+    data = (np.arange(size) + 1).astype(np.uint8)
+    seen = _count(monkeypatch, "upload_alone")
+    env.copy_tensor(env.from_numpy(data), tensor[start : start + size])
+    expected = np.full(256, 0xEE, np.uint8)
+    expected[start : start + size] = data
+    np.testing.assert_array_equal(tensor.numpy(), expected)
+    assert seen == [alone]
+
+
+LOST = """
+import json, sys
+import numpy as np
+import tensorferry as tf
+import tensorferry_webgpu as tw
+index = int(sys.argv[1])
+with tf.Environment() as env:
+    device = env.device(f"webgpu:{index}")
+    tensor = env.from_numpy(np.arange(64, dtype=np.int32), device)
+    out = np.empty(64, np.int32)
+    tensor.numpy(out=out)
+    tw.backend_of(env).context(device).gpu.destroy()
+    try:
+        tensor.numpy(out=out)
+        result = "landed"
+    except Exception as exc:
+        result = type(exc).__name__
+    fresh = env.from_numpy(np.arange(64, dtype=np.int32), device)
+    print(json.dumps([result, fresh.numpy().tolist() == list(range(64))]))
+"""
+
+
+def test_a_lone_download_on_a_destroyed_device_raises(
+    run_child: Callable[..., Any], webgpu_index: int
+) -> None:
+    """A destroyed wgpu device: DeviceLostError (not an abort, in a child
+    interpreter to be safe), and a fresh context works afterwards."""
+    assert run_child(LOST, str(webgpu_index)).report() == ["DeviceLostError", True]
