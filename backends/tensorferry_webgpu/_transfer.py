@@ -75,7 +75,9 @@ class WebGPUDataTransfer:
             if self._thread is None:
                 self._thread = BatchThread("tensorferry-webgpu")
             thread = self._thread
-        return thread.submit(lambda: self._execute(runs))
+        # The lambda holds the pairs: a merged device copy names only its first
+        # pieces' storages, and the others must stay out of the pool until it ran.
+        return thread.submit(lambda: self._execute(runs) if pairs else None)
 
     def fill(self, tensor: Tensor, pattern: bytes) -> None:
         """Repeat ``pattern`` over ``tensor`` on the device (the backend's Filler).
@@ -113,6 +115,8 @@ class WebGPUDataTransfer:
 
         A context is checked when it changes from one pair to the next, and a buffer
         that a caller could map once per run of pairs that read it (or write it).
+        Device copies between neighbouring slots of two slabs become one op (see
+        :func:`_close`), so the batch visits such a run once, not once per pair.
         """
         self._check_open()
         runs: list[_Run] = []
@@ -122,6 +126,16 @@ class WebGPUDataTransfer:
         read: object = None  # the mappable buffer last found unmapped as a source
         written: object = None  # ... and as a destination
         usable, new = self._usable, tuple.__new__
+        # The open device copy (see _close): the ops list it ends, its buffers, where
+        # its next piece would start on each side, its bytes so far, and its limit.
+        tail: list[Op] | None = None
+        run_src: object = None
+        run_dst: object = None
+        open_src: object = None
+        open_dst: object = None
+        end_src = end_dst = -1
+        total = cap = n = src_offset = dst_offset = 0
+        opens: Context | None = None  # the context of a copy that may open a run
         for src, dst in pairs:
             op: Op
             source, target = src.storage, dst.storage
@@ -148,16 +162,31 @@ class WebGPUDataTransfer:
                             f"{src!r} and {dst!r} are on different WebGPU devices; "
                             "expected one device (the manager routes others through host)"
                         )
-                    op = new(
-                        DeviceCopy,
-                        (
-                            source,
-                            source.base + src.offset,
-                            target,
-                            target.base + dst.offset,
-                            src.nbytes,
-                        ),
+                    src_offset, dst_offset, n = (
+                        source.base + src.offset,
+                        target.base + dst.offset,
+                        src.nbytes,
                     )
+                    if (
+                        src_offset == end_src
+                        and dst_offset == end_dst
+                        and context is current
+                        and source.buffer is run_src
+                        and target.buffer is run_dst
+                        and not n & 3
+                        and total + n < cap
+                    ):
+                        # the next slots on both sides (slabs): the open copy grows
+                        end_src, end_dst, total = end_src + n, end_dst + n, total + n
+                        continue
+                    op = new(DeviceCopy, (source, src_offset, target, dst_offset, n))
+                    if (
+                        n
+                        and source.buffer is not target.buffer
+                        and not (src_offset | dst_offset | n) & 3
+                        and not (source.watch_map or target.watch_map)
+                    ):
+                        opens, open_src, open_dst = context, source.buffer, target.buffer
                 elif isinstance(target, HostStorage):
                     start = dst.offset
                     op = new(
@@ -195,7 +224,18 @@ class WebGPUDataTransfer:
                 ops = []
                 runs.append((context, ops))
                 current = context
+            if tail is not None:
+                _close(tail, total)
+                tail, end_src = None, -1
+            if opens is not None:
+                cap = _merge_cap(opens)
+                if n < cap:
+                    tail, run_src, run_dst = ops, open_src, open_dst
+                    end_src, end_dst, total = src_offset + n, dst_offset + n, n
+                opens = None
             ops.append(op)
+        if tail is not None:
+            _close(tail, total)
         return runs
 
     def _usable(self, tensor: Tensor, storage: WebGPUStorage) -> Context:
@@ -249,6 +289,28 @@ class WebGPUDataTransfer:
                     run_batch(context, ops)
             else:
                 run_batch(context, ops)
+
+
+def _merge_cap(context: Context) -> int:
+    """Device copies merged in a plan stay below this many bytes: the copy kernel's
+    minimum where the context uses the kernel (each piece would take the copy
+    command, and so does the merged copy), else no limit."""
+    return context.options.kernel_copy_min if context.kernel_copies else 1 << 62
+
+
+def _close(ops: list[Op], total: int) -> None:
+    """Give the open device copy, the last of ``ops``, its merged size ``total``.
+
+    A plan merges a device copy with the pairs after it whose ranges follow it on
+    both sides (neighbouring slab slots): two buffers that differ, whole 4-byte
+    words, neither buffer one a caller can map. Copying one longer range is then
+    the same as copying the pieces in order. The merged op names the first
+    pieces' storages only: the batch's pairs keep the others alive until it ran.
+    """
+    first = ops[-1]
+    assert type(first) is DeviceCopy, first
+    if first.nbytes != total:
+        ops[-1] = DeviceCopy(first.source, first.src_offset, first.target, first.dst_offset, total)
 
 
 def _check_unmapped(ops: list[Op]) -> None:
