@@ -135,7 +135,7 @@ class WebGPUDataTransfer:
         open_dst: object = None
         end_src = end_dst = -1
         total = cap = n = src_offset = dst_offset = 0
-        opens: Context | None = None  # the context of a copy that may open a run
+        opens = 0  # the limit of the run the op of this pair may open (0: none)
         for src, dst in pairs:
             op: Op
             source, target = src.storage, dst.storage
@@ -171,8 +171,8 @@ class WebGPUDataTransfer:
                         src_offset == end_src
                         and dst_offset == end_dst
                         and context is current
+                        and buffer is run_dst
                         and source.buffer is run_src
-                        and target.buffer is run_dst
                         and not n & 3
                         and total + n < cap
                     ):
@@ -186,20 +186,28 @@ class WebGPUDataTransfer:
                         and not (src_offset | dst_offset | n) & 3
                         and not (source.watch_map or target.watch_map)
                     ):
-                        opens, open_src, open_dst = context, source.buffer, target.buffer
+                        opens, open_src, open_dst = _merge_cap(context), source.buffer, buffer
                 elif isinstance(target, HostStorage):
-                    start = dst.offset
+                    src_offset, dst_offset, n = source.base + src.offset, dst.offset, dst.nbytes
+                    flat = target.array
+                    if (
+                        src_offset == end_src
+                        and dst_offset == end_dst
+                        and context is current
+                        and buffer is run_src
+                        and flat is run_dst
+                        and not n & 3
+                        and total + n < cap
+                    ):
+                        # the next slot into the next row of one array: the open op grows
+                        end_src, end_dst, total = end_src + n, end_dst + n, total + n
+                        continue
                     op = new(
                         Download,
-                        (
-                            source,
-                            source.base + src.offset,
-                            dst.nbytes,
-                            target.address + start,
-                            target.array,
-                            start,
-                        ),
+                        (source, src_offset, n, target.address + dst_offset, flat, dst_offset),
                     )
+                    if n and not (src_offset | n) & 3 and not source.watch_map:
+                        opens, open_src, open_dst = _host_cap(context), buffer, flat
                 else:
                     raise TypeError(_NOT_MINE.format(tensor=dst))
             else:
@@ -215,9 +223,23 @@ class WebGPUDataTransfer:
                     written = buffer
                 elif context is not checked:
                     context = checked = usable(dst, target)
-                op = new(
-                    Upload, (target, target.base + dst.offset, src.nbytes, source.array, src.offset)
-                )
+                src_offset, dst_offset, n = src.offset, target.base + dst.offset, src.nbytes
+                flat = source.array
+                if (
+                    src_offset == end_src
+                    and dst_offset == end_dst
+                    and context is current
+                    and flat is run_src
+                    and buffer is run_dst
+                    and not n & 3
+                    and total + n < cap
+                ):
+                    # the next row of one array into the next slot: the open op grows
+                    end_src, end_dst, total = end_src + n, end_dst + n, total + n
+                    continue
+                op = new(Upload, (target, dst_offset, n, flat, src_offset))
+                if n and not (dst_offset | n) & 3 and not target.watch_map:
+                    opens, open_src, open_dst = _host_cap(context), flat, buffer
             if not src.nbytes:
                 continue
             if context is not current:
@@ -227,12 +249,11 @@ class WebGPUDataTransfer:
             if tail is not None:
                 _close(tail, total)
                 tail, end_src = None, -1
-            if opens is not None:
-                cap = _merge_cap(opens)
-                if n < cap:
-                    tail, run_src, run_dst = ops, open_src, open_dst
+            if opens:
+                if n < opens:
+                    tail, run_src, run_dst, cap = ops, open_src, open_dst, opens
                     end_src, end_dst, total = src_offset + n, dst_offset + n, n
-                opens = None
+                opens = 0
             ops.append(op)
         if tail is not None:
             _close(tail, total)
@@ -298,19 +319,29 @@ def _merge_cap(context: Context) -> int:
     return context.options.kernel_copy_min if context.kernel_copies else 1 << 62
 
 
-def _close(ops: list[Op], total: int) -> None:
-    """Give the open device copy, the last of ``ops``, its merged size ``total``.
+def _host_cap(context: Context) -> int:
+    """Uploads and downloads merged in a plan stay below this many bytes: a 16th of
+    a staging chunk, and below ``direct_min`` where buffers may be mapped directly,
+    so that a merged op stages through a chunk as each of its pieces would."""
+    limit = context.options.staging_chunk >> 4
+    return min(limit, context.options.direct_min) if context.mapped_storage else limit
 
-    A plan merges a device copy with the pairs after it whose ranges follow it on
-    both sides (neighbouring slab slots): two buffers that differ, whole 4-byte
-    words, neither buffer one a caller can map. Copying one longer range is then
-    the same as copying the pieces in order. The merged op names the first
-    pieces' storages only: the batch's pairs keep the others alive until it ran.
+
+def _close(ops: list[Op], total: int) -> None:
+    """Give the open op, the last of ``ops``, its merged size ``total``.
+
+    A plan merges a copy with the pairs after it of its kind whose ranges follow it
+    on both sides: device copies between neighbouring slots of two slabs (buffers
+    that differ), uploads from neighbouring rows of one host array into
+    neighbouring slots, downloads the other way; whole 4-byte words, no buffer a
+    caller can map. Copying one longer range is then the same as copying the
+    pieces in order. A merged op names the first pieces' storages only: the
+    batch's pairs keep the others alive until it ran.
     """
     first = ops[-1]
-    assert type(first) is DeviceCopy, first
+    assert type(first) is not Fill, first
     if first.nbytes != total:
-        ops[-1] = DeviceCopy(first.source, first.src_offset, first.target, first.dst_offset, total)
+        ops[-1] = first._replace(nbytes=total)
 
 
 def _check_unmapped(ops: list[Op]) -> None:

@@ -108,3 +108,68 @@ def test_async_batch_keeps_merged_pieces_alive(env: tf.Environment, device: tf.D
     del srcs, dsts  # only the batch holds them now
     handle.wait()
     np.testing.assert_array_equal(keep.numpy(), want[0])
+
+
+def test_rows_and_slots_plan_as_few_ops(fresh: tuple[tf.Environment, tf.Device]) -> None:
+    env, device = fresh
+    rows = np.random.default_rng(8).integers(0, 256, (64, KIB), dtype=np.uint8)
+    host = env.from_numpy(rows)
+    slots = [env.empty((KIB,), np.uint8, device) for _ in range(64)]
+    up = _ops(env, device, [host[i] for i in range(64)], slots)
+    assert [type(op).__name__ for op in up] == ["Upload"], up
+    assert up[0].nbytes == 64 * KIB
+    env.copy_tensors([host[i] for i in range(64)], slots)
+    back = env.from_numpy(np.zeros_like(rows))
+    down = _ops(env, device, slots, [back[i] for i in range(64)])
+    assert [type(op).__name__ for op in down] == ["Download"], down
+    env.copy_tensors(slots, [back[i] for i in range(64)])
+    np.testing.assert_array_equal(back.numpy(), rows)
+
+
+def test_mixed_host_batch_gives_way_and_matches_a_loop(
+    fresh: tuple[tf.Environment, tf.Device],
+) -> None:
+    env, device = fresh
+    rng = np.random.default_rng(9)
+    first, second = (rng.integers(0, 256, (16, KIB), dtype=np.uint8) for _ in range(2))
+    h1, h2 = env.from_numpy(first.copy()), env.from_numpy(second.copy())
+    slots = [env.empty((KIB,), np.uint8, device) for _ in range(16)]
+    env.copy_tensors([h2[i] for i in range(16)], slots)
+    want_slots = [row.copy() for row in second]
+    want_h1 = first.copy()
+    srcs: list[tf.Tensor] = []
+    dsts: list[tf.Tensor] = []
+
+    def up(row: int, slot: int, host: tf.Tensor, values: np.ndarray) -> None:
+        srcs.append(host[row])
+        dsts.append(slots[slot])
+        want_slots[slot] = values[row].copy()
+
+    def down(slot: int, row: int) -> None:
+        srcs.append(slots[slot])
+        dsts.append(h1[row])
+        want_h1[row] = want_slots[slot]
+
+    for row in range(4):
+        up(row, row, h1, want_h1)  # one run
+    up(5, 4, h1, want_h1)  # the next slot from a row further on
+    up(6, 5, h2, second)  # the next slot from another array
+    for slot, row in ((0, 8), (1, 9), (2, 10)):
+        down(slot, row)  # a run of downloads
+    down(6, 11)  # the next row from a slot further on
+    srcs.append(slots[7])  # the next slot into the next row's place of another array
+    dsts.append(h2[12])
+    second[12] = want_slots[7]
+    up(8, 7, h1, want_h1)  # reads a row a download of this batch writes
+    up(9, 8, h1, want_h1)
+    srcs.append(h1[10][:6])  # ragged: the next row's first 6 bytes into the next slot
+    dsts.append(slots[9][:6])
+    want_slots[9] = np.concatenate([want_h1[10][:6], want_slots[9][6:]])
+    ops = _ops(env, device, srcs, dsts)
+    assert len(ops) <= 10, ops
+    assert sorted(op.nbytes for op in ops if op.nbytes & 3) == [6]
+    env.copy_tensors(srcs, dsts)
+    for slot, values in zip(slots, want_slots, strict=True):
+        np.testing.assert_array_equal(slot.numpy(), values)
+    np.testing.assert_array_equal(h1.numpy(), want_h1)
+    np.testing.assert_array_equal(h2.numpy(), second)
