@@ -1,8 +1,10 @@
 """A batch's copies as data: one small immutable record per copy, planned by the transfer.
 
 Records hold the storages, not only their buffers, so that a batch in flight
-keeps its memory out of the pool even if the caller drops the tensors. Offsets
-are byte offsets into the storage's buffer. They are named tuples, not attrs
+keeps its memory out of the pool even if the caller drops the tensors; an op
+that the plan merged from neighbouring pairs (slab slots, rows of one array)
+holds its first pieces' storages, and the batch's pairs hold the others.
+Offsets are byte offsets into the storage's buffer. They are named tuples, not attrs
 classes: a batch of 1000 small tensors builds 1000 of them, and a tuple is the
 cheapest immutable record Python builds.
 """

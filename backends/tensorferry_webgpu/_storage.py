@@ -67,7 +67,10 @@ class WebGPUStorage:
         slab: Slab | None = None,
     ) -> None:
         self.context = context
-        self._device = context.device if device is None else device
+        # A plain attribute, not a property: a batch reads it for every pair.
+        self.device: Device = context.device if device is None else device
+        """The tensorferry device of this memory (the owning context's, or its
+        host-accessible twin)."""
         self.host_accessible = device is not None and device is not context.device
         self.mapping: MappedScope | None = None
         self.buffer = buffer
@@ -94,12 +97,6 @@ class WebGPUStorage:
                 self, _release, context, pool, buffer, nbytes, self.host_accessible
             )
             finalizer.atexit = False  # environments close their contexts at exit
-
-    @property
-    def device(self) -> Device:
-        """The tensorferry device of this memory (the owning context's, or its
-        host-accessible twin)."""
-        return self._device
 
     @property
     def nbytes(self) -> int:

@@ -75,7 +75,9 @@ class WebGPUDataTransfer:
             if self._thread is None:
                 self._thread = BatchThread("tensorferry-webgpu")
             thread = self._thread
-        return thread.submit(lambda: self._execute(runs))
+        # The lambda holds the pairs: a merged device copy names only its first
+        # pieces' storages, and the others must stay out of the pool until it ran.
+        return thread.submit(lambda: self._execute(runs) if pairs else None)
 
     def fill(self, tensor: Tensor, pattern: bytes) -> None:
         """Repeat ``pattern`` over ``tensor`` on the device (the backend's Filler).
@@ -113,6 +115,8 @@ class WebGPUDataTransfer:
 
         A context is checked when it changes from one pair to the next, and a buffer
         that a caller could map once per run of pairs that read it (or write it).
+        Device copies between neighbouring slots of two slabs become one op (see
+        :func:`_close`), so the batch visits such a run once, not once per pair.
         """
         self._check_open()
         runs: list[_Run] = []
@@ -122,6 +126,16 @@ class WebGPUDataTransfer:
         read: object = None  # the mappable buffer last found unmapped as a source
         written: object = None  # ... and as a destination
         usable, new = self._usable, tuple.__new__
+        # The open device copy (see _close): the ops list it ends, its buffers, where
+        # its next piece would start on each side, its bytes so far, and its limit.
+        tail: list[Op] | None = None
+        run_src: object = None
+        run_dst: object = None
+        open_src: object = None
+        open_dst: object = None
+        end_src = end_dst = -1
+        total = cap = n = src_offset = dst_offset = 0
+        opens = 0  # the limit of the run the op of this pair may open (0: none)
         for src, dst in pairs:
             op: Op
             source, target = src.storage, dst.storage
@@ -148,29 +162,52 @@ class WebGPUDataTransfer:
                             f"{src!r} and {dst!r} are on different WebGPU devices; "
                             "expected one device (the manager routes others through host)"
                         )
-                    op = new(
-                        DeviceCopy,
-                        (
-                            source,
-                            source.base + src.offset,
-                            target,
-                            target.base + dst.offset,
-                            src.nbytes,
-                        ),
+                    src_offset, dst_offset, n = (
+                        source.base + src.offset,
+                        target.base + dst.offset,
+                        src.nbytes,
                     )
+                    if (
+                        src_offset == end_src
+                        and dst_offset == end_dst
+                        and context is current
+                        and buffer is run_dst
+                        and source.buffer is run_src
+                        and not n & 3
+                        and total + n < cap
+                    ):
+                        # the next slots on both sides (slabs): the open copy grows
+                        end_src, end_dst, total = end_src + n, end_dst + n, total + n
+                        continue
+                    op = new(DeviceCopy, (source, src_offset, target, dst_offset, n))
+                    if (
+                        n
+                        and source.buffer is not target.buffer
+                        and not (src_offset | dst_offset | n) & 3
+                        and not (source.watch_map or target.watch_map)
+                    ):
+                        opens, open_src, open_dst = _merge_cap(context), source.buffer, buffer
                 elif isinstance(target, HostStorage):
-                    start = dst.offset
+                    src_offset, dst_offset, n = source.base + src.offset, dst.offset, dst.nbytes
+                    flat = target.array
+                    if (
+                        src_offset == end_src
+                        and dst_offset == end_dst
+                        and context is current
+                        and buffer is run_src
+                        and flat is run_dst
+                        and not n & 3
+                        and total + n < cap
+                    ):
+                        # the next slot into the next row of one array: the open op grows
+                        end_src, end_dst, total = end_src + n, end_dst + n, total + n
+                        continue
                     op = new(
                         Download,
-                        (
-                            source,
-                            source.base + src.offset,
-                            dst.nbytes,
-                            target.address + start,
-                            target.array,
-                            start,
-                        ),
+                        (source, src_offset, n, target.address + dst_offset, flat, dst_offset),
                     )
+                    if n and not (src_offset | n) & 3 and not source.watch_map:
+                        opens, open_src, open_dst = _host_cap(context), buffer, flat
                 else:
                     raise TypeError(_NOT_MINE.format(tensor=dst))
             else:
@@ -186,16 +223,40 @@ class WebGPUDataTransfer:
                     written = buffer
                 elif context is not checked:
                     context = checked = usable(dst, target)
-                op = new(
-                    Upload, (target, target.base + dst.offset, src.nbytes, source.array, src.offset)
-                )
+                src_offset, dst_offset, n = src.offset, target.base + dst.offset, src.nbytes
+                flat = source.array
+                if (
+                    src_offset == end_src
+                    and dst_offset == end_dst
+                    and context is current
+                    and flat is run_src
+                    and buffer is run_dst
+                    and not n & 3
+                    and total + n < cap
+                ):
+                    # the next row of one array into the next slot: the open op grows
+                    end_src, end_dst, total = end_src + n, end_dst + n, total + n
+                    continue
+                op = new(Upload, (target, dst_offset, n, flat, src_offset))
+                if n and not (dst_offset | n) & 3 and not target.watch_map:
+                    opens, open_src, open_dst = _host_cap(context), flat, buffer
             if not src.nbytes:
                 continue
             if context is not current:
                 ops = []
                 runs.append((context, ops))
                 current = context
+            if tail is not None:
+                _close(tail, total)
+                tail, end_src = None, -1
+            if opens:
+                if n < opens:
+                    tail, run_src, run_dst, cap = ops, open_src, open_dst, opens
+                    end_src, end_dst, total = src_offset + n, dst_offset + n, n
+                opens = 0
             ops.append(op)
+        if tail is not None:
+            _close(tail, total)
         return runs
 
     def _usable(self, tensor: Tensor, storage: WebGPUStorage) -> Context:
@@ -249,6 +310,38 @@ class WebGPUDataTransfer:
                     run_batch(context, ops)
             else:
                 run_batch(context, ops)
+
+
+def _merge_cap(context: Context) -> int:
+    """Device copies merged in a plan stay below this many bytes: the copy kernel's
+    minimum where the context uses the kernel (each piece would take the copy
+    command, and so does the merged copy), else no limit."""
+    return context.options.kernel_copy_min if context.kernel_copies else 1 << 62
+
+
+def _host_cap(context: Context) -> int:
+    """Uploads and downloads merged in a plan stay below this many bytes: a 16th of
+    a staging chunk, and below ``direct_min`` where buffers may be mapped directly,
+    so that a merged op stages through a chunk as each of its pieces would."""
+    limit = context.options.staging_chunk >> 4
+    return min(limit, context.options.direct_min) if context.mapped_storage else limit
+
+
+def _close(ops: list[Op], total: int) -> None:
+    """Give the open op, the last of ``ops``, its merged size ``total``.
+
+    A plan merges a copy with the pairs after it of its kind whose ranges follow it
+    on both sides: device copies between neighbouring slots of two slabs (buffers
+    that differ), uploads from neighbouring rows of one host array into
+    neighbouring slots, downloads the other way; whole 4-byte words, no buffer a
+    caller can map. Copying one longer range is then the same as copying the
+    pieces in order. A merged op names the first pieces' storages only: the
+    batch's pairs keep the others alive until it ran.
+    """
+    first = ops[-1]
+    assert type(first) is not Fill, first
+    if first.nbytes != total:
+        ops[-1] = first._replace(nbytes=total)
 
 
 def _check_unmapped(ops: list[Op]) -> None:
