@@ -166,8 +166,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help=f"timed runs of one path in a row before the next path's turn (default "
         f"{LATENCY_TIMING.block} in latency and decode-step cases, each block led by "
         f"{LATENCY_TIMING.block_warmup} untimed runs, --quick: {_QUICK_LATENCY.block}; "
-        f"{_FULL_TIMING.block} elsewhere, led by {_FULL_TIMING.block_warmup}); 1 alternates "
-        "the paths every run, so each run follows another library's use of the GPU",
+        f"{_FULL_TIMING.block} elsewhere, led by {_FULL_TIMING.block_warmup}; sustained "
+        "cases run their three runs in one block regardless); 1 alternates the paths every "
+        "run, so each run follows another library's use of the GPU",
     )
     parser.add_argument(
         "--model-tensors", type=int, default=300, help="tensors in model-load (default 300)"
