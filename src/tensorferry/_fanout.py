@@ -59,12 +59,7 @@ class FanOut:
                 futures.append(pool.submit(task))
             except RuntimeError:  # interpreter shutdown: executors take no new work
                 here.append(task)
-        errors: list[BaseException] = []
-        for task in here:
-            try:
-                task()
-            except BaseException as exc:
-                errors.append(exc)
+        errors = _errors_of(here)
         for future in futures:
             try:
                 future.result()
@@ -93,13 +88,18 @@ class FanOut:
 
 
 def _run_in_order(tasks: Sequence[Callable[[], object]]) -> None:
+    _raise_first(_errors_of(tasks))
+
+
+def _errors_of(tasks: Sequence[Callable[[], object]]) -> list[BaseException]:
+    """Run every task on this thread, in order; the errors they raised, in order."""
     errors: list[BaseException] = []
     for task in tasks:
         try:
             task()
         except BaseException as exc:
             errors.append(exc)
-    _raise_first(errors)
+    return errors
 
 
 def _raise_first(errors: Sequence[BaseException]) -> None:
