@@ -51,22 +51,16 @@ def run_batch(context: Context, ops: Sequence[Op]) -> None:
     """
     with context.lock:
         context.check_usable()
-        if len(ops) == 1 and (type(ops[0]) is Download or type(ops[0]) is Upload):
-            try:
-                done = _alone(context, ops[0])
-            except BaseException as exc:
-                error = context.failure(exc)
-                if error is exc:
-                    raise
-                raise error from exc
-            if done:
+        batch: _Batch | None = None
+        try:
+            if len(ops) == 1 and type(ops[0]) in (Download, Upload) and _alone(context, ops[0]):
                 context.pool.end_batch()
                 return
-        batch = _Batch(context, single=len(ops) <= FEW_OPS)
-        try:
+            batch = _Batch(context, few=len(ops) <= FEW_OPS)
             batch.run(ops)
         except BaseException as exc:
-            batch.abandon()
+            if batch is not None:
+                batch.abandon()
             error = context.failure(exc)
             if error is exc:
                 raise
@@ -144,9 +138,9 @@ def _buffer(storage: WebGPUStorage) -> wgpu.GPUBuffer:
 class _Batch:
     """One execution of ops; collaborators are made when an op of their kind comes."""
 
-    def __init__(self, context: Context, *, single: bool) -> None:
+    def __init__(self, context: Context, *, few: bool) -> None:
         self._context = context
-        self._single = single
+        self._few = few
         self._queue = Queue(context)
         self._uploads: UploadStager | None = None
         self._downloads: DownloadStager | None = None
@@ -202,7 +196,7 @@ class _Batch:
             self._direct_copier().write(buffer, offset, host)
             return
         if self._uploads is None:
-            self._uploads = UploadStager(self._context, self._queue, single=self._single)
+            self._uploads = UploadStager(self._context, self._queue, few=self._few)
         self._uploads.upload(host, buffer, offset)
 
     def _download(self, ops: Sequence[Op], index: int) -> int:

@@ -57,12 +57,16 @@ pipeline), as does any body larger than a chunk.
 
 
 class UploadStager:
-    """Stages the uploads of one batch; owns the open upload chunk and its fill level."""
+    """Stages the uploads of one batch; owns the open upload chunk and its fill level.
 
-    def __init__(self, context: Context, queue: Queue, *, single: bool) -> None:
+    ``few`` says the batch has few ops (``_batch.FEW_OPS``): its small uploads then
+    go by ``write_buffer`` while nothing is encoded, as a lone upload's would.
+    """
+
+    def __init__(self, context: Context, queue: Queue, *, few: bool) -> None:
         self._context = context
         self._queue = queue
-        self._single = single
+        self._few = few
         options = context.options
         self._chunk = options.staging_chunk
         self._pack = options.pack_alignment
@@ -97,7 +101,7 @@ class UploadStager:
                     stream = self._stream = UploadStream(self._context, queue)
                 stream.add(body, buffer, lo)
                 streaming = True
-            elif self._single and queue.unencoded and size <= self._context.options.small_upload:
+            elif self._few and queue.unencoded and size <= self._context.options.small_upload:
                 # A lone upload, or one of a few: write_buffer is the fastest way (in
                 # a larger batch, packing pieces into one staging chunk is).
                 queue.write_buffer(buffer, lo, body)
