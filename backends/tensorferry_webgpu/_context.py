@@ -10,7 +10,7 @@ from tensorferry_webgpu._buffers import BufferPool, PoolStats, StagingPool
 from tensorferry_webgpu._copy_kernel import CopyKernel, kernel_copies_pay
 from tensorferry_webgpu._errors import translate
 from tensorferry_webgpu._guards import guard_device, mark_host_accessible
-from tensorferry_webgpu._native import MAP_USAGE, wait_idle
+from tensorferry_webgpu._native import MAP_READ, MAP_USAGE, wait_idle
 from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._patch import BytePatcher
 from tensorferry_webgpu._slabs import Slab, SlabAllocator
@@ -19,7 +19,14 @@ from tensorferry_webgpu._threads import CopyThreads
 if TYPE_CHECKING:
     import wgpu
 
-__all__ = ["DEFERRED_WRITES", "MAPPABLE", "Context", "wants_mapped_storage"]
+__all__ = [
+    "DEFERRED_WRITES",
+    "MAPPABLE",
+    "Context",
+    "host_reads_map_writes",
+    "offers_host_accessible",
+    "wants_mapped_storage",
+]
 
 DEFERRED_WRITES = 4 << 20
 """Bytes of ``write_buffer`` data batches may leave staged before one must submit."""
@@ -35,8 +42,28 @@ def wants_mapped_storage(options: ContextOptions, adapter: wgpu.GPUAdapter) -> b
 
 
 def offers_host_accessible(options: ContextOptions, adapter: wgpu.GPUAdapter) -> bool:
-    """Whether ``adapter`` gets a host-accessible device (``ContextOptions.host_accessible``)."""
+    """Whether ``adapter`` gets a host-accessible device (``ContextOptions.host_accessible``):
+    by default where host-accessible buffers sit in host memory (:func:`host_reads_map_writes`)
+    or all memory is the host's."""
+    if options.host_accessible is None and host_reads_map_writes(adapter):
+        return MAPPABLE in adapter.features
     return _mappable_where(options.host_accessible, adapter)
+
+
+def host_reads_map_writes(adapter: wgpu.GPUAdapter) -> bool:
+    """Whether host-accessible buffers on ``adapter`` get ``MAP_READ`` usage only, and
+    the host's writes go through read maps.
+
+    With ``MAP_WRITE`` usage wgpu places a buffer in device memory the host can
+    see (on a discrete GPU its BAR: the H200's host read such memory at 0.03
+    GB/s), with ``MAP_READ`` alone in cached host memory (host reads at memory
+    speed, the device's copies at the link's), ``benchmarks/probes/placement.py``.
+    Writing through a read map is sound where mapped memory is host-coherent,
+    so that unmapping (which flushes only write maps) has nothing to flush:
+    wgpu-native's Vulkan backend allocates every mappable buffer so. Other
+    backends keep both map usages.
+    """
+    return str(adapter.info["backend_type"]) == "Vulkan"
 
 
 def _mappable_where(choice: bool | None, adapter: wgpu.GPUAdapter) -> bool:
@@ -106,10 +133,12 @@ class Context:
             max_buffer_size=self.max_buffer_size,
         )
         # Host-accessible memory: buffers the host maps and the device copies with.
+        host_usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+        host_usage |= MAP_READ if host_reads_map_writes(gpu.adapter) else MAP_USAGE
         self.host_pool = (
             BufferPool(
                 gpu,
-                usage | MAP_USAGE,
+                host_usage,
                 mode=options.cache_mode,
                 max_cached_bytes=options.max_cached_bytes,
                 max_cached_buffers=options.max_cached_buffers,

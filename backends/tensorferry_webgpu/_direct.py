@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from tensorferry_webgpu._guards import is_host_accessible
-from tensorferry_webgpu._native import MAP_READ, MAP_USAGE, MAP_WRITE, down8, mapped_array, up4
+from tensorferry_webgpu._guards import is_host_accessible, write_map_mode
+from tensorferry_webgpu._native import MAP_READ, MAP_USAGE, down8, mapped_array, up4
 
 if TYPE_CHECKING:
     import wgpu
@@ -60,7 +60,7 @@ class DirectCopier:
     def _copy(self, buffer: wgpu.GPUBuffer, offset: int, host: Bytes, *, write: bool) -> None:
         n = host.nbytes
         start, end = down8(offset), up4(offset + n)
-        self._queue.map(buffer, MAP_WRITE if write else MAP_READ, start, end - start)
+        self._queue.map(buffer, write_map_mode(buffer) if write else MAP_READ, start, end - start)
         try:
             mapped = mapped_array(buffer, start, end - start)[offset - start : offset - start + n]
             threads, parallel_min = self._context.threads, self._context.options.parallel_min

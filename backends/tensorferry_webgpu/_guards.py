@@ -22,6 +22,7 @@ __all__ = [
     "is_host_accessible",
     "is_live_and_guarded",
     "mark_host_accessible",
+    "write_map_mode",
 ]
 
 _HOST_MARK = "tensorferry_host_accessible"
@@ -37,6 +38,18 @@ def mark_host_accessible(buffer: wgpu.GPUBuffer) -> wgpu.GPUBuffer:
 def is_host_accessible(buffer: wgpu.GPUBuffer) -> bool:
     """Whether :func:`mark_host_accessible` marked ``buffer``."""
     return getattr(buffer, _HOST_MARK, False) is True
+
+
+_MAP_READ, _MAP_WRITE = 1, 2  # wgpu.MapMode.READ and WRITE, also the buffer usages' bits
+
+
+def write_map_mode(buffer: wgpu.GPUBuffer) -> int:
+    """The map mode (``wgpu.MapMode`` bits) for the host to write into ``buffer``:
+    WRITE, except for host-accessible buffers made without ``MAP_WRITE`` usage,
+    which the host writes through a READ map (see ``host_reads_map_writes``)."""
+    if buffer.usage & _MAP_WRITE or not is_host_accessible(buffer):
+        return _MAP_WRITE
+    return _MAP_READ
 
 
 def _refuse_destroy() -> None:

@@ -25,7 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 from tensorferry import MappedError
-from tensorferry_webgpu._native import MAP_READ, MAP_WRITE, down8, mapped_address, request_map, up4
+from tensorferry_webgpu._guards import write_map_mode
+from tensorferry_webgpu._native import MAP_READ, down8, mapped_address, request_map, up4
 
 if TYPE_CHECKING:
     import wgpu
@@ -112,7 +113,7 @@ class MappedScope:
                     )
                 start = down8(self._offset)
                 size = up4(self._offset + self._nbytes) - start
-                mode = MAP_WRITE if self._writable else MAP_READ
+                mode = write_map_mode(buffer) if self._writable else MAP_READ
                 context.flush_writes()  # a map sees submitted writes only
                 request_map(buffer, mode, start, size).wait(
                     context.gpu, lost_after=context.options.lost_after

@@ -71,13 +71,16 @@ class ContextOptions:
     waits for the whole queue, so a short queue lets chunk k map while k+1 copies).
 
     Host-accessible memory: ``host_accessible=None`` (the default) offers a
-    ``webgpu:i:host`` device on unified-memory adapters (CPU adapters, integrated
-    GPUs) with ``mappable-primary-buffers``; ``True`` offers it on every adapter
-    with that feature, ``False`` on none. Discrete GPUs are left out by default
-    because wgpu places such buffers in the GPU's host-visible BAR: on the H200
-    the copy to or from device memory ran at 376-380 GB/s, but the host's reads
-    of a mapped 256 MiB tensor took longer than 40 s for six, against 9.7 GB/s
-    for its writes (``benchmarks/probes/host_accessible.py``).
+    ``webgpu:i:host`` device on every Vulkan adapter with wgpu's
+    ``mappable-primary-buffers`` feature, and on other unified-memory adapters
+    (CPU adapters, integrated GPUs) with it; ``True`` offers it on every adapter
+    with the feature, ``False`` on none. On Vulkan its buffers have ``MAP_READ``
+    usage and no ``MAP_WRITE``, so wgpu places them in cached host memory, and
+    the host writes them through read maps (mapped memory there is
+    host-coherent): on the H200 the device copied into and out of such buffers
+    at 42-46 GB/s and the host read them at memory speed, where buffers with
+    ``MAP_WRITE`` usage sit in the GPU's BAR, which the host read at 0.03 GB/s
+    (``benchmarks/probes/placement.py``).
 
     Direct mapping: ``map_storage=None`` (the default) makes tensor buffers
     host-mappable on unified-memory adapters (CPU adapters such as lavapipe,

@@ -126,6 +126,27 @@ def test_round_trips_through_host_accessible_memory(
     assert np.array_equal(back.numpy(), data)
 
 
+def test_vulkan_host_memory_is_read_mapped_and_written_through_read_maps(
+    env: tf.Environment, host_device: tf.Device
+) -> None:
+    """On Vulkan host-accessible buffers lack MAP_WRITE (which would put them in a
+    discrete GPU's BAR); the host's writes through mapped() still reach the device."""
+    t = env.zeros(4096, np.uint8, device=host_device)
+    buffer, _ = tw.buffer_of(t)
+    if host_device.property("backend_type") == "Vulkan":
+        assert buffer.usage & wgpu.BufferUsage.MAP_READ
+        assert not buffer.usage & wgpu.BufferUsage.MAP_WRITE
+    data = np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8)
+    with t.mapped() as a:
+        a[:] = data
+        del a
+    device = env.device(f"webgpu:{host_device.index}")
+    on_device = t.to(device)
+    assert np.array_equal(on_device.numpy(), data)
+    env.copy_tensor(env.from_numpy(data[::-1].copy()), t)  # the host writes by a copy, too
+    assert np.array_equal(t.to(device).numpy(), data[::-1])
+
+
 def test_offsets_and_neighbours_are_byte_exact(env: tf.Environment, host_device: tf.Device) -> None:
     device = env.device(f"webgpu:{host_device.index}")
     base = np.arange(40, dtype=np.uint8).reshape(10, 4)
@@ -468,11 +489,17 @@ def test_host_accessible_devices_follow_the_option(
     make_env: Callable[..., tf.Environment], choice: bool | None
 ) -> None:
     """``host_accessible=False`` offers none; ``True`` one per adapter with
-    mappable-primary-buffers; the default one per such unified-memory adapter."""
+    mappable-primary-buffers; the default one per such adapter on Vulkan or with
+    unified memory."""
     env = make_env(tw.ContextOptions(host_accessible=choice))
     host = [d for d in env.devices() if d.memory is tf.MemoryKind.HOST_ACCESSIBLE]
     adapters = tw.adapters()
     capable = [a for a in adapters if "mappable-primary-buffers" in a.features]
-    unified = [a for a in capable if a.info["adapter_type"] in {"CPU", "IntegratedGPU"}]
-    expected = {False: [], True: capable, None: unified}[choice]
+    default = [
+        a
+        for a in capable
+        if a.info["adapter_type"] in {"CPU", "IntegratedGPU"}
+        or a.info["backend_type"] == "Vulkan"
+    ]
+    expected = {False: [], True: capable, None: default}[choice]
     assert sorted(d.property("adapter") for d in host) == sorted(a.summary for a in expected)
