@@ -133,7 +133,7 @@ class Context:
             max_buffer_size=self.max_buffer_size,
         )
         # Host-accessible memory: buffers the host maps and the device copies with.
-        host_usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+        host_usage = usage & ~MAP_USAGE  # device memory's usages, map usages apart
         host_usage |= MAP_READ if host_reads_map_writes(gpu.adapter) else MAP_USAGE
         self.host_pool = (
             BufferPool(

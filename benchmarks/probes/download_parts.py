@@ -38,9 +38,7 @@ def raw_phases(gpu: wgpu.GPUDevice, nbytes: int, capacity: int = 0) -> list[floa
     bytes (at least ``nbytes``)."""
     usage = wgpu.BufferUsage
     source = gpu.create_buffer(size=nbytes, usage=usage.STORAGE | usage.COPY_SRC)
-    readback = gpu.create_buffer(
-        size=max(nbytes, capacity), usage=usage.MAP_READ | usage.COPY_DST
-    )
+    readback = gpu.create_buffer(size=max(nbytes, capacity), usage=usage.MAP_READ | usage.COPY_DST)
     out = np.ones(nbytes, np.uint8)
     samples: list[list[float]] = [[] for _ in PHASES]
     clock = time.perf_counter

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import wgpu
@@ -42,14 +44,14 @@ USAGES = {
 }
 
 
-def host_rate(copy: object, nbytes: int) -> str:
+def host_rate(copy: Callable[[], object], nbytes: int) -> str:
     """GB/s of ``copy()`` (moving ``nbytes``), or a note when one run is too slow."""
     start = time.perf_counter()
-    copy()  # type: ignore[operator]
+    copy()
     first = time.perf_counter() - start
     if first > 0.05:
         return f"{nbytes / first / 1e9:.3f} (one run; crawls)"
-    return f"{nbytes / median_seconds(copy, 5) / 1e9:.2f}"  # type: ignore[arg-type]
+    return f"{nbytes / median_seconds(copy, 5) / 1e9:.2f}"
 
 
 def main() -> None:
@@ -74,21 +76,21 @@ def main() -> None:
         buffer = gpu.create_buffer(size=SIZE, usage=usage)
         parts = [name]
         if usage & U.COPY_DST:
-            seconds = median_seconds(lambda b=buffer: copy(device_buffer, b), 5)
+            seconds = median_seconds(partial(copy, device_buffer, buffer), 5)
             parts.append(f"device->it {SIZE / seconds / 1e9:.1f} GB/s")
         if usage & U.COPY_SRC:
-            seconds = median_seconds(lambda b=buffer: copy(b, device_buffer), 5)
+            seconds = median_seconds(partial(copy, buffer, device_buffer), 5)
             parts.append(f"it->device {SIZE / seconds / 1e9:.1f} GB/s")
         mode = _native.MAP_READ if usage & U.MAP_READ else _native.MAP_WRITE
         _native.request_map(buffer, mode, 0, SIZE).wait(gpu, lost_after=10)
         view = _native.mapped_array(buffer, 0, SIZE)
         if usage & U.MAP_WRITE:
-            parts.append("host writes " + host_rate(lambda v=view: np.copyto(v, data), SIZE))
+            parts.append("host writes " + host_rate(partial(np.copyto, view, data), SIZE))
         if usage & U.MAP_READ:
-            rate = host_rate(lambda v=view: np.copyto(out[:small], v[:small]), small)
+            rate = host_rate(partial(np.copyto, out[:small], view[:small]), small)
             parts.append(f"host reads {rate} (1 MiB)")
             if "crawls" not in rate:
-                rate = host_rate(lambda v=view: np.copyto(out, v), SIZE)
+                rate = host_rate(partial(np.copyto, out, view), SIZE)
                 parts.append(f"host reads {rate} (64 MiB)")
         del view
         buffer.unmap()

@@ -318,3 +318,41 @@ def test_host_accessible_path_runs_verified_beside_the_others(
     assert set(ours) == {(op, n) for op in ("upload", "download") for n in (4096, 1 << 20)}
     assert all(r["verified"] for r in ours.values()), report
     assert "host-accessible tensor" in report
+
+
+def test_host_accessible_targets_check_that_path_against_torch_pinned() -> None:
+    """Host-accessible targets (>= 45 GB/s, >= 0.8x torch pinned) read the
+    host-accessible path's results, not tensorferry's pageable ones, and appear only
+    for sizes that path measured."""
+    from tensorferry.bench._runner import Result
+    from tensorferry.bench._targets import evaluate, workload_targets
+    from tensorferry.bench._timing import Samples
+    from tensorferry.bench._workload import Workload
+
+    size = 256 << 20
+    up, down = Workload(Op.UPLOAD, size), Workload(Op.DOWNLOAD, size)
+
+    def result(workload: Workload, path: str, gbps: float) -> Result:
+        return Result(workload, path, Samples((size / gbps / 1e9,)))
+
+    results = [
+        result(up, "tensorferry", 30.0),
+        result(up, "tensorferry-host-accessible", 50.0),
+        result(up, "torch-cuda-pinned", 55.0),
+        result(down, "tensorferry", 25.0),
+        result(down, "torch-cuda-pinned", 55.0),
+    ]
+    targets = [t for t in workload_targets("gpu", results) if "host-accessible" in t.text]
+    outcomes = {t.text: evaluate(t, results) for t in targets}
+    assert set(outcomes) == {
+        "upload 256 MiB host-accessible",
+        "upload 256 MiB: host-accessible / torch CUDA pinned",
+    }
+    bandwidth = outcomes["upload 256 MiB host-accessible"]
+    assert bandwidth.value == pytest.approx(50.0)
+    assert bandwidth.passed
+    ratio = outcomes["upload 256 MiB: host-accessible / torch CUDA pinned"]
+    assert ratio.value == pytest.approx(50 / 55)
+    assert ratio.passed
+    slow = [result(up, "tensorferry-host-accessible", 40.0), *results[2:3]]
+    assert not evaluate(targets[0], slow).passed

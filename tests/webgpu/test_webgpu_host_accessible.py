@@ -498,8 +498,7 @@ def test_host_accessible_devices_follow_the_option(
     default = [
         a
         for a in capable
-        if a.info["adapter_type"] in {"CPU", "IntegratedGPU"}
-        or a.info["backend_type"] == "Vulkan"
+        if a.info["adapter_type"] in {"CPU", "IntegratedGPU"} or a.info["backend_type"] == "Vulkan"
     ]
     expected = {False: [], True: capable, None: default}[choice]
     assert sorted(d.property("adapter") for d in host) == sorted(a.summary for a in expected)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import attrs
 
+from ._host_accessible import HostAccessiblePath
 from ._runner import Result
 from ._suites import DECODE_VOCAB, LATENCY_NBYTES
 from ._workload import Op, Workload, format_size
@@ -41,13 +42,14 @@ def _duration(seconds: float) -> str:
 
 @attrs.frozen
 class Target:
-    """One target: ``workload`` on tensorferry against ``peer`` (or absolute)."""
+    """One target: ``workload`` on tensorferry's ``path`` against ``peer`` (or absolute)."""
 
     text: str
     workload: Workload
     kind: Kind
     threshold: float
     peer: str = ""
+    path: str = "tensorferry"
 
     @property
     def requirement(self) -> str:
@@ -284,7 +286,31 @@ def _gpu_workload_targets(results: Sequence[Result]) -> list[Target]:
         for op in (Op.UPLOAD, Op.DOWNLOAD, Op.DOWNLOAD_NEW)
         for w in [Workload(op, n, group="sustained")]
     ]
-    return [*targets, *_against_raw(results, 1.0, _GiB)]
+    return [*targets, *_against_raw(results, 1.0, _GiB), *_host_accessible(results)]
+
+
+def _host_accessible(results: Sequence[Result]) -> list[Target]:
+    """Host-accessible memory (tensorferry's pinned memory) at >= 45 GB/s and >= 0.8x
+    torch's pinned copies, both ways, at the sizes from 256 MiB that this run measured
+    the host-accessible path at."""
+    path = HostAccessiblePath.name
+    return [
+        target
+        for op in (Op.UPLOAD, Op.DOWNLOAD)
+        for w in _sized(results, op, 256 * _MiB, 4 * _GiB)
+        if _find(results, w, path) is not None
+        for target in (
+            Target(f"{_text(w)} host-accessible", w, Kind.BANDWIDTH, 45, path=path),
+            Target(
+                f"{_text(w)}: host-accessible / torch CUDA pinned",
+                w,
+                Kind.SPEEDUP,
+                0.8,
+                "torch-cuda-pinned",
+                path=path,
+            ),
+        )
+    ]
 
 
 _WORKLOAD_TARGETS = {"lavapipe": _lavapipe_workload_targets, "gpu": _gpu_workload_targets}
@@ -303,7 +329,7 @@ def _find(results: Sequence[Result], workload: Workload, path: str) -> Result | 
 
 def evaluate(target: Target, results: Sequence[Result]) -> Outcome:
     """Check ``target`` against ``results`` of one run."""
-    ours = _find(results, target.workload, "tensorferry")
+    ours = _find(results, target.workload, target.path)
     if ours is None or ours.samples is None:
         if ours is None:
             return Outcome(target, None, None, "not in this run")
