@@ -15,13 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from tensorferry_webgpu._device_copy import DeviceCopier
 from tensorferry_webgpu._direct import DirectCopier, maps_directly
 from tensorferry_webgpu._download import DownloadStager
 from tensorferry_webgpu._fill import Filler
-from tensorferry_webgpu._native import MAP_READ, mapped_array, request_map, submit_copies
+from tensorferry_webgpu._native import MAP_READ, copy_out_and_unmap, request_map, submit_copies
 from tensorferry_webgpu._ops import DeviceCopy, Download, Fill, Op, Upload
 from tensorferry_webgpu._queue import Queue
 from tensorferry_webgpu._upload import UploadStager
@@ -118,11 +116,8 @@ def download_alone(context: Context, op: Download) -> bool:
         submit_copies(gpu, context.queue, [(buffer, start, chunk, 0, size)])
         context.unsubmitted_writes = 0  # a submit carries every staged write
         request_map(chunk, MAP_READ, 0, size).wait(gpu, lost_after=options.lost_after)
-        mapped = mapped_array(chunk, 0, size)
-        first, skip = op.first, offset - start
-        np.copyto(op.flat[first : first + n], mapped[skip : skip + n])
-        del mapped  # no view of mapped memory may outlive the unmap
-        chunk.unmap()
+        first = op.first
+        copy_out_and_unmap(chunk, 0, size, offset - start, op.flat[first : first + n])
     except BaseException:
         staging.discard(chunk)
         raise

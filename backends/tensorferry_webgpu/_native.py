@@ -10,19 +10,15 @@ What lives here and why:
   empty submit before every read map, and never resolves once the device is
   destroyed (its poll thread stops), which hung waits forever.
 * **Mapped memory.** :func:`mapped_array` views a mapped range as a numpy
-  array (``wgpuBufferGetMappedRange``); no view may outlive the unmap.
-* **Ownership checks**: :func:`device_of` (the device a buffer was made on)
-  and :func:`guard` / :func:`destroy` (pooled buffers refuse a caller's
-  ``destroy()``: work on a destroyed buffer aborts the process).
+  array (``wgpuBufferGetMappedRange``; no view may outlive the unmap), and
+  :func:`copy_out_and_unmap` copies a small range out with no view at all.
+* **Ownership checks**: :func:`device_of` (the device a buffer was made on).
 * **Copies in bulk.** :func:`encode_copies` records many
   ``copy_buffer_to_buffer`` commands with one wgpu-py error capture around
-  them all: wgpu-py's per-call wrapper (argument checks and an error capture
-  per call) cost ~13 us of the ~40 us per pair of a 1000 x 1 KiB upload
-  batch on lavapipe.
+  them all: wgpu-py's per-call wrapper cost ~13 us of the ~40 us per pair of
+  a 1000 x 1 KiB upload batch on lavapipe.
 * **Alignment**: copies and clears move whole 4-byte words, map offsets are
-  multiples of 8.
-
-wgpu is imported on first use, so importing the package stays cheap.
+  multiples of 8. wgpu is imported on first use.
 """
 
 from __future__ import annotations
@@ -47,6 +43,7 @@ __all__ = [
     "MAP_WRITE",
     "MapError",
     "MapRequest",
+    "copy_out_and_unmap",
     "device_is_lost",
     "device_of",
     "down4",
@@ -124,6 +121,7 @@ def _native() -> Any:
         cast = ffi.cast
         new = ffi.new
         buffer = ffi.buffer
+        memmove = ffi.memmove
 
     return Native
 
@@ -221,14 +219,8 @@ _SPIN = 0.002
 def wait_idle(gpu: wgpu.GPUDevice) -> None:
     """Block until every command buffer submitted to ``gpu``'s queue has finished:
     one blocking ``wgpuDevicePoll`` on the calling thread (no poll-thread hand-off).
-
-    Raises :class:`DeviceLostError` for a lost device, the wgpu error otherwise.
-    """
-    native = _native()
-    try:
-        native.libf.wgpuDevicePoll(gpu._internal, True, native.null)
-    except Exception as exc:
-        raise _lost_or(gpu, exc) from exc
+    Raises :class:`DeviceLostError` for a lost device, the wgpu error otherwise."""
+    _poll(gpu, wait=True)
 
 
 def poll_ready(gpu: wgpu.GPUDevice) -> None:
@@ -237,9 +229,13 @@ def poll_ready(gpu: wgpu.GPUDevice) -> None:
     one of them then returns at once, where its blocking poll would wait until
     every submitted command is done. Raises :class:`DeviceLostError` for a lost device.
     """
+    _poll(gpu, wait=False)
+
+
+def _poll(gpu: wgpu.GPUDevice, *, wait: bool) -> None:
     native = _native()
     try:
-        native.libf.wgpuDevicePoll(gpu._internal, False, native.null)
+        native.libf.wgpuDevicePoll(gpu._internal, wait, native.null)
     except Exception as exc:
         raise _lost_or(gpu, exc) from exc
 
@@ -337,6 +333,22 @@ def mapped_array(buffer: wgpu.GPUBuffer, offset: int, size: int) -> npt.NDArray[
     return np.frombuffer(native.buffer(_mapped_pointer(buffer, offset, size), size), np.uint8)
 
 
+def copy_out_and_unmap(
+    buffer: wgpu.GPUBuffer, start: int, size: int, skip: int, out: npt.NDArray[np.uint8]
+) -> None:
+    """Copy ``out.nbytes`` bytes from ``skip`` bytes into the range of ``size`` bytes
+    mapped at ``start`` into ``out`` (C-contiguous), one memmove and no array over
+    mapped memory, then unmap ``buffer`` whatever happens. For small downloads.
+    Raises :class:`DeviceLostError` as :func:`mapped_array` does, leaving it mapped."""
+    native = _native()
+    pointer = _mapped_pointer(buffer, start, size)  # raises before an unmap could abort
+    try:
+        native.memmove(out, pointer + skip, out.nbytes)
+    finally:
+        native.libf.wgpuBufferUnmap(buffer._internal)
+        buffer._map_state, buffer._mapped_status = "unmapped", (0, 0, 0)
+
+
 def mapped_address(buffer: wgpu.GPUBuffer, offset: int, size: int) -> int:
     """The address of ``size`` mapped bytes at ``offset`` (inside the mapped range).
 
@@ -377,9 +389,7 @@ def device_is_lost(gpu: wgpu.GPUDevice) -> bool:
 
 
 def _lost_or(gpu: wgpu.GPUDevice, exc: Exception) -> Exception:
-    if isinstance(exc, DeviceLostError):
-        return exc
-    if device_is_lost(gpu):
+    if not isinstance(exc, DeviceLostError) and device_is_lost(gpu):
         return DeviceLostError(f"the wgpu device was lost: {exc}")
     return exc
 
