@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ __all__ = [
     "DLPACK_WEBGPU",
     "adapters",
     "describe",
+    "lacks_compute",
     "no_adapter_message",
     "order_adapters",
 ]
@@ -88,10 +90,38 @@ def _rank(adapter: wgpu.GPUAdapter, position: int) -> tuple[int, int, int]:
     )
 
 
+_GL_COMPUTE = {"OpenGL": (4, 3), "OpenGLES": (3, 1)}
+"""The first context versions with compute shaders, per OpenGL flavour."""
+
+
+def lacks_compute(adapter: wgpu.GPUAdapter) -> bool:
+    """Whether ``adapter`` is an OpenGL (ES) context older than compute shaders
+    (OpenGL 4.3, OpenGL ES 3.1), by the version that opens its description.
+
+    wgpu lists such adapters, but every device request on one fails ("The
+    selected version doesn't support Features(BUFFER_STORAGE | COMPUTE_SHADER
+    ...)": the NVIDIA driver's "3.3.0 NVIDIA 580.159.04" context on the H200).
+    A description without a version counts as capable.
+    """
+    info = adapter.info
+    needed = _GL_COMPUTE.get(str(info["backend_type"]))
+    if needed is None:
+        return False
+    found = re.search(r"(\d+)\.(\d+)", str(info["description"]))
+    return found is not None and (int(found[1]), int(found[2])) < needed
+
+
 def order_adapters(adapters: Sequence[wgpu.GPUAdapter]) -> list[wgpu.GPUAdapter]:
     """Best first: discrete, integrated, virtual, then CPU fallbacks; native APIs
-    before OpenGL; ties keep wgpu's order. Applies :data:`ADAPTERS_ENV` when set."""
-    ordered = [a for _, a in sorted((_rank(a, i), a) for i, a in enumerate(adapters))]
+    before OpenGL; ties keep wgpu's order. Leaves out OpenGL contexts without
+    compute shaders (:func:`lacks_compute`). Applies :data:`ADAPTERS_ENV` when set."""
+    usable = [a for a in adapters if not lacks_compute(a)]
+    if len(usable) < len(adapters):
+        logger.info(
+            "leaving out OpenGL adapters without compute shaders: %s",
+            _summaries([a for a in adapters if lacks_compute(a)]),
+        )
+    ordered = [a for _, a in sorted((_rank(a, i), a) for i, a in enumerate(usable))]
     spec = os.environ.get(ADAPTERS_ENV, "").strip()
     if not spec:
         return ordered
@@ -109,6 +139,11 @@ def no_adapter_message(found: Sequence[wgpu.GPUAdapter], install_hint: str) -> s
     """Why there is no WebGPU device: the filter removed every adapter (naming
     it and the adapters there are), or wgpu found none (then ``install_hint``)."""
     spec = os.environ.get(ADAPTERS_ENV, "").strip()
+    if found and all(lacks_compute(a) for a in found):
+        return (
+            f"wgpu found only OpenGL adapters without compute shaders: {_summaries(found)}; "
+            "tensorferry needs OpenGL 4.3 or OpenGL ES 3.1 and up, or Vulkan, Metal or D3D12"
+        )
     if found and spec:
         return (
             f"{ADAPTERS_ENV}={spec!r} matches none of the adapters wgpu found: "

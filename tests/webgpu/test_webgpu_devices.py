@@ -11,7 +11,8 @@ import pytest
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
-from tensorferry_webgpu._adapters import order_adapters
+from tensorferry_webgpu import _adapters as tw_adapters
+from tensorferry_webgpu._adapters import lacks_compute, order_adapters
 
 TYPE_ORDER = ["DiscreteGPU", "IntegratedGPU", "VirtualGPU", "CPU"]
 """Adapter types, best first, as the backend documents its order."""
@@ -46,15 +47,21 @@ def no_adapter_filter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(tw.ADAPTERS_ENV, raising=False)
 
 
+def usable_adapters() -> list[Any]:
+    """The machine's adapters that can become devices (OpenGL contexts without
+    compute shaders cannot), in wgpu's order."""
+    return [a for a in tw.adapters() if not lacks_compute(a)]
+
+
 @pytest.fixture
 def backend_types() -> list[str]:
-    """The backend types (Vulkan, OpenGL...) of the machine's adapters, in wgpu's order."""
-    return [str(a.info["backend_type"]) for a in tw.adapters()]
+    """The backend types (Vulkan, OpenGL...) of the usable adapters, in wgpu's order."""
+    return [str(a.info["backend_type"]) for a in usable_adapters()]
 
 
 @pytest.mark.usefixtures("no_adapter_filter")
 def test_one_device_per_adapter_best_first(make_env: Callable[..., tf.Environment]) -> None:
-    adapters = tw.adapters()
+    adapters = usable_adapters()
     devices = webgpu_devices(make_env())
     assert [d.property("adapter") for d in devices] == expected_order(adapters)
     assert [str(d) for d in devices] == [f"webgpu:{i}" for i in range(len(adapters))]
@@ -74,7 +81,7 @@ def test_vulkan_comes_before_opengl(
 @pytest.mark.usefixtures("no_adapter_filter")
 def test_order_does_not_depend_on_enumeration_order() -> None:
     """The same real adapters, in reverse enumeration order, are ordered the same way."""
-    adapters = tw.adapters()
+    adapters = usable_adapters()
     forward = [a.summary for a in order_adapters(adapters)]
     assert [a.summary for a in order_adapters(adapters[::-1])] == forward
     assert forward == expected_order(adapters)
@@ -212,3 +219,58 @@ def test_only_the_deliberate_feature_warning_is_silenced(env: tf.Environment) ->
     )
     assert passes("Device lost")
     assert passes("Validation Error: something else")
+
+
+class _Reported:
+    """What wgpu reports of an adapter, as recorded on real machines (the order
+    and filter rules read nothing else)."""
+
+    def __init__(self, summary: str, adapter_type: str, backend_type: str, description: str):
+        self.summary = summary
+        self.info = {
+            "adapter_type": adapter_type,
+            "backend_type": backend_type,
+            "description": description,
+        }
+
+
+NVIDIA_GL = _Reported(  # the H200 machine's OpenGL adapter: every device request fails
+    "NVIDIA H200/PCIe/SSE2 (Unknown) via OpenGL", "Unknown", "OpenGL", "3.3.0 NVIDIA 580.159.04"
+)
+NVIDIA_VK = _Reported("NVIDIA H200 (DiscreteGPU) via Vulkan", "DiscreteGPU", "Vulkan", "580.159.04")
+MESA_GL = _Reported(
+    "llvmpipe (LLVM 15.0.6, 256 bits) (CPU) via OpenGL",
+    "CPU",
+    "OpenGL",
+    "4.5 (Core Profile) Mesa 22.3.6",
+)
+
+
+@pytest.mark.parametrize(
+    ("backend_type", "description", "lacks"),
+    [
+        ("OpenGL", "3.3.0 NVIDIA 580.159.04", True),
+        ("OpenGL", "4.2 Mesa", True),
+        ("OpenGL", "4.3 Mesa", False),
+        ("OpenGL", "4.5 (Core Profile) Mesa 22.3.6", False),
+        ("OpenGLES", "OpenGL ES 3.0 Mesa 22.3.6", True),
+        ("OpenGLES", "OpenGL ES 3.1 Mesa 22.3.6", False),
+        ("OpenGL", "no version here", False),
+        ("Vulkan", "1.0 driver", False),
+    ],
+)
+def test_opengl_contexts_older_than_compute_shaders_are_recognised(
+    backend_type: str, description: str, lacks: bool
+) -> None:
+    reported = _Reported("an adapter", "Unknown", backend_type, description)
+    assert lacks_compute(reported) is lacks  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("no_adapter_filter")
+def test_opengl_contexts_without_compute_shaders_become_no_device() -> None:
+    found = [NVIDIA_GL, MESA_GL, NVIDIA_VK]
+    kept = order_adapters(found)  # type: ignore[arg-type]
+    assert [a.summary for a in kept] == [NVIDIA_VK.summary, MESA_GL.summary]
+    message = tw_adapters.no_adapter_message([NVIDIA_GL], "install a driver")  # type: ignore[list-item]
+    assert "only OpenGL adapters without compute shaders" in message
+    assert NVIDIA_GL.summary in message
