@@ -121,32 +121,22 @@ class Context:
             if options.slab_max
             else None
         )
-        self.mapped_storage = mappable if map_storage is None else map_storage and mappable
-        if self.mapped_storage:
-            usage |= wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.MAP_WRITE
-        self.pool = BufferPool(
-            gpu,
-            usage,
-            mode=options.cache_mode,
-            max_cached_bytes=options.max_cached_bytes,
-            max_cached_buffers=options.max_cached_buffers,
-            max_buffer_size=self.max_buffer_size,
-        )
-        # Host-accessible memory: buffers the host maps and the device copies with.
-        host_usage = usage & ~MAP_USAGE  # device memory's usages, map usages apart
-        host_usage |= MAP_READ if host_reads_map_writes(gpu.adapter) else MAP_USAGE
-        self.host_pool = (
-            BufferPool(
+
+        def pool(usage: int) -> BufferPool:
+            return BufferPool(
                 gpu,
-                host_usage,
+                usage,
                 mode=options.cache_mode,
                 max_cached_bytes=options.max_cached_bytes,
                 max_cached_buffers=options.max_cached_buffers,
                 max_buffer_size=self.max_buffer_size,
             )
-            if mappable
-            else None
-        )
+
+        self.mapped_storage = mappable if map_storage is None else map_storage and mappable
+        self.pool = pool(usage | MAP_USAGE if self.mapped_storage else usage)
+        # Host-accessible memory: buffers the host maps and the device copies with.
+        host_maps = MAP_READ if host_reads_map_writes(gpu.adapter) else MAP_USAGE
+        self.host_pool = pool(usage | host_maps) if mappable else None
         self.maps_open = 0
         """Storages of this context whose buffer a ``mapped()`` scope keeps mapped."""
         self.upload_staging, self.download_staging = (
