@@ -15,7 +15,7 @@ its devices), ``make_env`` (fresh environments, optionally with ContextOptions),
 ``staged_options`` (ContextOptions that always use staging buffers),
 ``fresh_env`` (a fresh default environment), ``destroyed_buffers`` (a spy on
 ``GPUBuffer.destroy``), ``staging_spy`` (a spy on a context's staging pools),
-``run_child`` (a child interpreter).
+``run_child`` (a child interpreter), ``two_adapters`` (devices of two adapters).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -148,6 +148,29 @@ def make_env() -> Iterator[Callable[..., tf.Environment]]:
     yield make
     for result in reversed(made):
         result.close()
+
+
+TWO_ADAPTERS_ENV = "TENSORFERRY_TEST_TWO_ADAPTERS"
+"""Set (to anything) where two adapters are installed, as CI does (lavapipe and
+llvmpipe): tests that need two then fail when fewer are found, instead of skipping."""
+
+
+@pytest.fixture(scope="session")
+def two_adapters() -> Callable[[Iterable[tf.Device]], tuple[tf.Device, tf.Device]]:
+    """``two_adapters(devices)``: the first two of ``devices`` with default memory
+    (so of two different adapters; a host-accessible twin shares its adapter).
+    With fewer, the test skips, or fails where :data:`TWO_ADAPTERS_ENV` is set."""
+
+    def pick(devices: Iterable[tf.Device]) -> tuple[tf.Device, tf.Device]:
+        found = [d for d in devices if d.memory is tf.MemoryKind.DEFAULT]
+        if len(found) >= 2:
+            return found[0], found[1]
+        message = f"needs two WebGPU adapters; found {[d.name for d in found]}"
+        if os.environ.get(TWO_ADAPTERS_ENV):
+            pytest.fail(f"{message} ({TWO_ADAPTERS_ENV} is set)")
+        pytest.skip(message)
+
+    return pick
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import wgpu
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
+from tensorferry_webgpu._adapters import lacks_compute
 
 USAGE = wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.STORAGE
 
@@ -257,10 +258,14 @@ import json
 import wgpu
 import tensorferry as tf
 import tensorferry_webgpu as tw
+from tensorferry_webgpu._adapters import lacks_compute
 
 env = tf.Environment()
-shared = tw.adapters()
-gl = [a for a in wgpu.gpu.enumerate_adapters_sync() if a.info["backend_type"] == "OpenGL"]
+shared = [a for a in tw.adapters() if not lacks_compute(a)]
+gl = [
+    a for a in wgpu.gpu.enumerate_adapters_sync()
+    if a.info["backend_type"] == "OpenGL" and not lacks_compute(a)
+]
 report = {"gl adapters": len(gl)}
 if gl:
     gpu = gl[0].request_device_sync()
@@ -276,14 +281,19 @@ print(json.dumps(report))
 """
 
 
+def _computing_adapters() -> list[Any]:
+    """The shared adapters a device can be opened on (GL 3.3 contexts cannot)."""
+    return [a for a in tw.adapters() if not lacks_compute(a)]
+
+
 def test_adopting_a_gl_device_of_another_enumeration_is_refused(
     run_child: Callable[..., Any],
 ) -> None:
     """A device from a second enumeration of the GL adapter would abort the process
     once both are used: adopting one raises ValueError before anything is submitted.
     (In a child interpreter: the second enumeration is the hazard itself.)"""
-    if not any(a.info["backend_type"] == "OpenGL" for a in tw.adapters()):
-        pytest.skip("needs an OpenGL adapter")
+    if not any(a.info["backend_type"] == "OpenGL" for a in _computing_adapters()):
+        pytest.skip("needs an OpenGL adapter with compute shaders")
     report = run_child(SECOND_ENUMERATION_CHILD).report()
     assert report["gl adapters"] >= 1
     assert "another wgpu adapter enumeration" in report.get("error", ""), report
@@ -294,7 +304,7 @@ def test_adopting_a_gl_device_of_another_enumeration_is_refused(
 def test_adopting_a_device_of_the_shared_enumeration_is_accepted(
     fresh_env: tf.Environment,
 ) -> None:
-    for adapter in tw.adapters():
+    for adapter in _computing_adapters():
         device = tw.adopt_device(fresh_env, adapter.request_device_sync())
         data = np.arange(16, dtype=np.int32)
         np.testing.assert_array_equal(fresh_env.from_numpy(data, device).numpy(), data)

@@ -333,11 +333,10 @@ def test_randomized_batches_across_devices(chunked_env: tf.Environment) -> None:
 
 
 @pytest.fixture
-def two_devices(chunked_env: tf.Environment) -> tuple[tf.Device, tf.Device]:
-    devices = [d for d in chunked_env.devices() if d.backend == "webgpu"]
-    if len(devices) < 2:
-        pytest.skip("needs two WebGPU devices")
-    return devices[0], devices[1]
+def two_devices(
+    chunked_env: tf.Environment, two_adapters: Callable[..., tuple[tf.Device, tf.Device]]
+) -> tuple[tf.Device, tf.Device]:
+    return two_adapters(d for d in chunked_env.devices() if d.backend == "webgpu")
 
 
 def test_cross_device_copies_route_through_host(
