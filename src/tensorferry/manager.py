@@ -144,7 +144,10 @@ class DataTransferManager:
         self._fan_out = FanOut(fan_out_threads)
         self._owner = owner
         self._host_allocator = host_allocator
-        self._lock = threading.Condition(threading.RLock())
+        # The condition's own lock, taken directly on the hot path (Condition's
+        # __enter__ is a Python-level call around it).
+        self._mutex = threading.RLock()
+        self._lock = threading.Condition(self._mutex)
         self._transfers: tuple[IDataTransfer, ...] = ()
         self._registered: set[int] = set()  # ids of self._transfers
         self._routes: dict[tuple[Device, Device], _Route | None] = {}
@@ -387,25 +390,28 @@ class DataTransferManager:
     def _enter(self, transfers: Sequence[IDataTransfer]) -> bool:
         """Count a copy in flight on ``transfers``; False (and nothing counted) if one
         of them is no longer registered. Raises :class:`ClosedError` after close."""
-        with self._lock:
-            self._check_open()
-            registered = self._registered
-            if not all(id(t) in registered for t in transfers):
-                return False
+        with self._mutex:
+            if self._closed:
+                self._check_open()
+            registered, in_flight = self._registered, self._in_flight
+            for transfer in transfers:  # a loop, not all(): a lone copy's hot path
+                if id(transfer) not in registered:
+                    return False
             for transfer in transfers:
                 key = id(transfer)
-                self._in_flight[key] = self._in_flight.get(key, 0) + 1
+                in_flight[key] = in_flight.get(key, 0) + 1
             return True
 
     def _leave(self, transfers: Sequence[IDataTransfer]) -> None:
-        with self._lock:
+        with self._mutex:
+            in_flight = self._in_flight
             for transfer in transfers:
                 key = id(transfer)
-                left = self._in_flight[key] - 1
+                left = in_flight[key] - 1
                 if left:
-                    self._in_flight[key] = left
+                    in_flight[key] = left
                 else:
-                    del self._in_flight[key]
+                    del in_flight[key]
                     if self._waiting:
                         self._lock.notify_all()
 
