@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from tensorferry_webgpu._native import MAP_READ, down4, mapped_array, request_map, up4, up_to
+from tensorferry_webgpu._align import down4, up4, up_to
+from tensorferry_webgpu._native import MAP_READ, mapped_array, request_map
 from tensorferry_webgpu._ops import Download
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class DownloadStager:
             op = ops[index]
             if type(op) is not Download:
                 break
-            storage, offset, size, at, flat, first = op
+            storage, offset, size, host, flat, first = op
             start, stop = offset & ~3, (offset + size + 3) & ~3
             if stop - start > room - used:
                 break
@@ -101,7 +102,7 @@ class DownloadStager:
                 if run is not None:
                     entries.append((staged, run[origin:end]))
                     writes.append((address, address + end - origin))
-                run, origin, staged, address = flat, first, position, at
+                run, origin, staged, address = flat, first, position, host.address + first
             staged_end, end = position + size, first + size
             used = (used + size4 + pack) & ~pack
             index += 1

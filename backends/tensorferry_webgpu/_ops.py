@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from tensorferry import HostStorage
 from tensorferry_webgpu._storage import WebGPUStorage
 
 __all__ = ["DeviceCopy", "Download", "Fill", "Op", "Upload"]
@@ -42,15 +43,15 @@ class Upload(NamedTuple):
 
 
 class Download(NamedTuple):
-    """``nbytes`` bytes at ``offset`` in ``source``'s buffer into host memory at host
-    ``address``, which is byte ``first`` of its host storage's array ``flat`` (so that
-    neighbouring rows of one array can land in one host copy, and a batch slices
-    ``flat`` only where it needs a row alone: :attr:`host`)."""
+    """``nbytes`` bytes at ``offset`` in ``source``'s buffer into byte ``first`` of the
+    host storage ``target``, whose array is ``flat`` (so that neighbouring rows of one
+    array can land in one host copy, and a batch slices ``flat`` only where it needs
+    a row alone: :attr:`host`)."""
 
     source: WebGPUStorage
     offset: int
     nbytes: int
-    address: int
+    target: HostStorage
     flat: Bytes
     first: int
 
@@ -58,6 +59,11 @@ class Download(NamedTuple):
     def host(self) -> Bytes:
         """The host bytes the download lands in (a view of ``flat``)."""
         return self.flat[self.first : self.first + self.nbytes]
+
+    @property
+    def address(self) -> int:
+        """The host address the download lands at."""
+        return self.target.address + self.first
 
 
 class DeviceCopy(NamedTuple):

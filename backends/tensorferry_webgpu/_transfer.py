@@ -204,7 +204,7 @@ class WebGPUDataTransfer:
                         continue
                     op = new(
                         Download,
-                        (source, src_offset, n, target.address + dst_offset, flat, dst_offset),
+                        (source, src_offset, n, target, flat, dst_offset),
                     )
                     if n and not (src_offset | n) & 3 and not source.watch_map:
                         opens, open_src, open_dst = _host_cap(context), buffer, flat

@@ -445,7 +445,11 @@ class Environment:
             out = np.empty(tensor.shape, tensor.dtype)
         else:
             check_out_array(out, tensor.shape, tensor.dtype)
-        self.copy_tensor(tensor, self._wrap(out, writable=True))
+        # Writable, C-contiguous, the tensor's shape and dtype: wrapped without the
+        # checks of _wrap (a lone small download's hot path).
+        flat = out.ravel().view(np.uint8)
+        host = Tensor._whole(HostStorage(flat), tensor.shape, tensor.dtype, self)
+        self.copy_tensor(tensor, host)
         return out
 
     def to_device(self, tensor: Tensor, device: str | Device, *, copy: bool = False) -> Tensor:

@@ -87,11 +87,16 @@ class HostStorage:
 
     array: npt.NDArray[np.uint8]
     writable: bool = True
-    address: int = attrs.field(init=False)
-    """Address of the first byte, used to tell whether two host tensors overlap."""
+    _address: int = attrs.field(init=False, default=-1, repr=False)
 
-    def __attrs_post_init__(self) -> None:
-        self.address = int(self.array.__array_interface__["data"][0])
+    @property
+    def address(self) -> int:
+        """Address of the first byte, used to tell whether two host tensors overlap
+        (found on first use: a lone copy never asks, and numpy takes ~1 us to say)."""
+        address = self._address
+        if address < 0:
+            address = self._address = int(self.array.__array_interface__["data"][0])
+        return address
 
     @property
     def device(self) -> Device:
