@@ -19,7 +19,13 @@ from tensorferry_webgpu._device_copy import DeviceCopier
 from tensorferry_webgpu._direct import DirectCopier, maps_directly
 from tensorferry_webgpu._download import DownloadStager
 from tensorferry_webgpu._fill import Filler
-from tensorferry_webgpu._native import MAP_READ, copy_out_and_unmap, request_map, submit_copies
+from tensorferry_webgpu._native import (
+    MAP_READ,
+    copy_out_and_unmap,
+    request_map,
+    submit_copies,
+    write_buffer,
+)
 from tensorferry_webgpu._ops import DeviceCopy, Download, Fill, Op, Upload
 from tensorferry_webgpu._queue import Queue
 from tensorferry_webgpu._upload import UploadStager
@@ -72,7 +78,7 @@ def _alone(context: Context, op: Op) -> bool:
 
 
 def upload_alone(context: Context, op: Upload) -> bool:
-    """Write ``op`` by ``queue.write_buffer`` as a batch of its own when it is small and
+    """Write ``op`` by one native ``write_buffer`` as a batch of its own when it is small and
     whole 4-byte words (what a batch does for such a lone upload): the data lands
     at the next submit, made now only once enough written bytes are left staged.
 
@@ -85,7 +91,7 @@ def upload_alone(context: Context, op: Upload) -> bool:
     if maps_directly(context, buffer, n):
         return False
     first = op.first
-    context.queue.write_buffer(buffer, offset, op.flat[first : first + n])
+    write_buffer(context.queue, buffer, offset, op.flat[first : first + n])
     if context.defer_writes(n):
         context.queue.submit([])
     return True

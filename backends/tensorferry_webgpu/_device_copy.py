@@ -15,9 +15,9 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
+from tensorferry_webgpu._align import down4, up4
 from tensorferry_webgpu._copy_kernel import WORD
 from tensorferry_webgpu._guards import is_host_accessible
-from tensorferry_webgpu._native import down4, up4
 from tensorferry_webgpu._ops import DeviceCopy
 
 if TYPE_CHECKING:

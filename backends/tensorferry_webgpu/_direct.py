@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from tensorferry_webgpu._align import down8, up4
 from tensorferry_webgpu._guards import is_host_accessible, write_map_mode
-from tensorferry_webgpu._native import MAP_READ, MAP_USAGE, down8, mapped_array, up4
+from tensorferry_webgpu._native import MAP_READ, MAP_USAGE, mapped_array
 
 if TYPE_CHECKING:
     import wgpu

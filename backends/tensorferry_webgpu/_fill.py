@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tensorferry_webgpu._native import down4, up4
+from tensorferry_webgpu._align import down4, up4
 from tensorferry_webgpu._patch import MAX_INLINE
 
 if TYPE_CHECKING:

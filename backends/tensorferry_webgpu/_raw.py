@@ -9,7 +9,7 @@ behind a round trip.
 from __future__ import annotations
 
 from tensorferry import ClosedError
-from tensorferry_webgpu._native import down4, up4
+from tensorferry_webgpu._align import down4, up4
 from tensorferry_webgpu._storage import WebGPUStorage
 
 __all__ = ["read_raw", "write_raw"]

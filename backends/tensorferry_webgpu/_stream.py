@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from tensorferry_webgpu._native import mapped_array, poll_ready, up_to
+from tensorferry_webgpu._align import up_to
+from tensorferry_webgpu._native import mapped_array, poll_ready
 
 if TYPE_CHECKING:
     import wgpu

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from tensorferry_webgpu._native import down4, mapped_array, up4, up_to
+from tensorferry_webgpu._align import down4, up4, up_to
+from tensorferry_webgpu._native import mapped_array
 from tensorferry_webgpu._ops import Upload
 from tensorferry_webgpu._stream import UploadStream
 

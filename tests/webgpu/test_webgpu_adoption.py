@@ -308,3 +308,18 @@ def test_adopting_a_device_of_the_shared_enumeration_is_accepted(
         device = tw.adopt_device(fresh_env, adapter.request_device_sync())
         data = np.arange(16, dtype=np.int32)
         np.testing.assert_array_equal(fresh_env.from_numpy(data, device).numpy(), data)
+
+
+def test_a_lone_upload_into_a_destroyed_wrapped_buffer_raises(
+    adopted: tuple[tf.Environment, tf.Device], gpu: Any
+) -> None:
+    """The lone small upload's native write reports wgpu's refusal as an error
+    (named), and the device stays usable."""
+    env, device = adopted
+    buffer = gpu.create_buffer(size=64, usage=USAGE)
+    tensor = tw.wrap_buffer(env, device, buffer, (16,), np.float32)
+    buffer.destroy()
+    with pytest.raises(tw.WebGPUError, match="has been destroyed"):
+        env.copy_tensor(env.from_numpy(np.ones(16, np.float32)), tensor)
+    data = np.arange(4, dtype=np.float32)
+    np.testing.assert_array_equal(env.from_numpy(data, device).numpy(), data)

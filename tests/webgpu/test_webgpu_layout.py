@@ -16,7 +16,7 @@ import tensorferry_webgpu
 PACKAGE = pathlib.Path(tensorferry_webgpu.__file__).parent
 
 LAYERS = [
-    {"_native", "_guards", "_patch", "_threads", "_adapters"},
+    {"_align", "_native", "_guards", "_patch", "_threads", "_adapters"},
     {"_buffers", "_errors", "_copy_kernel"},
     {"_slabs"},
     {"_options"},
