@@ -121,7 +121,8 @@ def download_alone(context: Context, op: Download) -> bool:
         context.patcher.flush()
         submit_copies(gpu, context.queue, [(buffer, start, chunk, 0, size)])
         context.unsubmitted_writes = 0  # a submit carries every staged write
-        request_map(chunk, MAP_READ, 0, size).wait(gpu, lost_after=options.lost_after)
+        request = request_map(chunk, MAP_READ, 0, size)
+        request.wait(gpu, lost_after=options.lost_after, spin=context.spin_wait)
         first = op.first
         copy_out_and_unmap(chunk, 0, size, offset - start, op.flat[first : first + n])
     except BaseException:

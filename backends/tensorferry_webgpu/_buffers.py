@@ -202,7 +202,8 @@ class StagingPool:
     A buffer handed out is owned by one caller until given back; at most
     ``limit`` exist, so staging memory stays bounded whatever the tensor size.
     Upload buffers given back are re-mapped in the background and waited for
-    (a blocking poll, at most ``lost_after`` seconds of stalling) only when
+    (polls, non-blocking for ``spin`` seconds, then blocking for at most
+    ``lost_after`` seconds of stalling) only when
     handed out again; download buffers come back unmapped and are mapped by
     the download stager when it drains them.
     """
@@ -215,6 +216,7 @@ class StagingPool:
         chunk: int,
         limit: int,
         lost_after: float = 10.0,
+        spin: float = 0.0,
     ) -> None:
         import wgpu
 
@@ -223,6 +225,7 @@ class StagingPool:
         self.chunk = chunk
         self.limit = limit
         self._lost_after = lost_after
+        self._spin = spin
         mode_usage = wgpu.BufferUsage.MAP_WRITE if write else wgpu.BufferUsage.MAP_READ
         copy_usage = wgpu.BufferUsage.COPY_SRC if write else wgpu.BufferUsage.COPY_DST
         self._usage = mode_usage | copy_usage
@@ -261,7 +264,7 @@ class StagingPool:
                 raise
         if request is not None:
             try:
-                request.wait(self._device, lost_after=self._lost_after)
+                request.wait(self._device, lost_after=self._lost_after, spin=self._spin)
             except BaseException:
                 self.discard(buffer)
                 raise
@@ -305,5 +308,5 @@ class StagingPool:
             if request is not None:
                 # A failed map changes nothing: the buffer is destroyed either way.
                 with contextlib.suppress(Exception):
-                    request.wait(self._device, lost_after=self._lost_after)
+                    request.wait(self._device, lost_after=self._lost_after, spin=self._spin)
             destroy(buffer)

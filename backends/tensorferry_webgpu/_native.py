@@ -2,17 +2,14 @@
 
 What lives here and why:
 
-* **Maps without a hand-off.** :func:`request_map` calls ``wgpuBufferMapAsync``
-  itself and :meth:`MapRequest.wait` completes it with a blocking
-  ``wgpuDevicePoll`` on the calling thread. wgpu-py's ``map_async`` hands the
-  wait to a per-device poll thread instead (133 us for a 4 KiB copy + map on
-  the H200 against 70-77 us this way; on lavapipe 34 us against 8 us), adds an
-  empty submit before every read map, and never resolves once the device is
-  destroyed (its poll thread stops), which hung waits forever.
-* **Mapped memory.** :func:`mapped_array` views a mapped range as a numpy
-  array (``wgpuBufferGetMappedRange``; no view may outlive the unmap), and
-  :func:`copy_out_and_unmap` copies a small range out with no view at all.
-* **Ownership checks**: :func:`device_of` (the device a buffer was made on).
+* **Maps without a hand-off.** :func:`request_map` calls ``wgpuBufferMapAsync``;
+  :meth:`MapRequest.wait` polls the device on the calling thread. wgpu-py's
+  ``map_async`` hands the wait to a poll thread (133 us for a 4 KiB copy + map
+  on the H200 against 70-77 us this way), adds an empty submit before every
+  read map, and never resolves once the device is destroyed.
+* **Mapped memory.** :func:`mapped_array` views a mapped range (no view may
+  outlive the unmap); :func:`copy_out_and_unmap` copies one out with no view.
+  :func:`device_of` tells the device a buffer was made on.
 * **Copies without wgpu-py's wrappers**, one error capture around the calls:
   :func:`encode_copies` (the wrapper cost ~13 us of the ~40 us per pair of a
   1000 x 1 KiB upload batch on lavapipe), :func:`submit_copies`, :func:`write_buffer`.
@@ -123,21 +120,25 @@ class MapRequest:
         self.status = 0
         self.message = ""
 
-    def wait(self, gpu: wgpu.GPUDevice, *, lost_after: float) -> None:
-        """Block until the range is mapped, polling ``gpu`` on the calling thread.
+    def wait(self, gpu: wgpu.GPUDevice, *, lost_after: float, spin: float = 0.0) -> None:
+        """Block until the range is mapped, polling ``gpu`` on the calling thread
+        (for up to ``spin`` seconds without blocking first: see :func:`wait_idle`).
 
-        A blocking poll returns once the device's queue is idle; if the map is
-        still unresolved then, another thread's poll is running its callback,
-        or the device is gone. The wait then backs off, checks the device, and
-        gives up after ``lost_after`` seconds of such stalling, so it never
-        lasts forever. Raises :class:`DeviceLostError` for a lost device and
-        ``RuntimeError`` for a map wgpu refused (the buffer must then be discarded).
+        A blocking poll returns once the queue is idle; a map unresolved then has
+        its callback run by another thread's poll, or the device is gone: the wait
+        backs off, checks the device, and gives up after ``lost_after`` seconds.
+        Raises :class:`DeviceLostError` for a lost device, ``RuntimeError`` for a
+        map wgpu refused (the buffer must then be discarded).
         """
         native = _native()
         poll, internal, null = native.libf.wgpuDevicePoll, gpu._internal, native.null
         if not self.status:  # else an earlier poll (see poll_ready) resolved it already
             try:
-                poll(internal, True, null)
+                end = time.perf_counter() + spin
+                while spin and not self.status and time.perf_counter() < end:
+                    poll(internal, False, null)
+                if not self.status:
+                    poll(internal, True, null)
             except Exception as exc:
                 raise _lost_or(gpu, exc) from exc
         if not self.status:
@@ -157,10 +158,9 @@ class MapRequest:
         native = _native()
         poll, internal, null = native.libf.wgpuDevicePoll, gpu._internal, native.null
         start = time.monotonic()
-        # Usually another thread's poll (wgpu-py's poller on a shared device) is
-        # running the callback right now: spin briefly, letting it finish, before
-        # the slower checks and back-off. On the H200 sleeping first added
-        # 100-400 us to a 4 KiB download beside a raw wgpu-py user of the device.
+        # Usually another thread's poll (wgpu-py's poller on a shared device) is running
+        # the callback now: spin, letting it finish, before the checks and back-off
+        # (on the H200 sleeping first added 100-400 us beside a raw wgpu-py user).
         while time.monotonic() - start < _SPIN:
             try:
                 poll(internal, False, null)
@@ -188,14 +188,19 @@ class MapRequest:
             pause = min(0.005, pause * 2 or 0.00005)
 
 
-_SPIN = 0.002
-"""Seconds a stalled wait polls without blocking before it backs off and checks the device."""
+_SPIN = 0.002  # seconds a stalled wait polls without blocking before it backs off
 
 
-def wait_idle(gpu: wgpu.GPUDevice) -> None:
+def wait_idle(gpu: wgpu.GPUDevice, spin: float = 0.0) -> None:
     """Block until every command buffer submitted to ``gpu``'s queue has finished:
-    one blocking ``wgpuDevicePoll`` on the calling thread (no poll-thread hand-off).
+    non-blocking polls for up to ``spin`` seconds, then a blocking ``wgpuDevicePoll``,
+    on the calling thread. A thread that polls sees the GPU finish sooner than one
+    the blocking poll's wake-up must reschedule (CUDA spins so too, by default).
     Raises :class:`DeviceLostError` for a lost device, the wgpu error otherwise."""
+    end = time.perf_counter() + spin
+    while spin and time.perf_counter() < end:
+        if _poll(gpu, wait=False):
+            return
     _poll(gpu, wait=True)
 
 
@@ -208,10 +213,10 @@ def poll_ready(gpu: wgpu.GPUDevice) -> None:
     _poll(gpu, wait=False)
 
 
-def _poll(gpu: wgpu.GPUDevice, *, wait: bool) -> None:
+def _poll(gpu: wgpu.GPUDevice, *, wait: bool) -> bool:
     native = _native()
     try:
-        native.libf.wgpuDevicePoll(gpu._internal, wait, native.null)
+        return bool(native.libf.wgpuDevicePoll(gpu._internal, wait, native.null))  # idle?
     except Exception as exc:
         raise _lost_or(gpu, exc) from exc
 
@@ -253,9 +258,8 @@ def encode_copies(encoder: wgpu.GPUCommandEncoder, copies: list[Copy]) -> None:
     """Record ``copies`` into ``encoder`` in order, as ``copy_buffer_to_buffer`` would,
     raising the wgpu error it would raise for the first invalid one.
 
-    One wgpu-py error capture surrounds all the calls (wgpu-py's checked call
-    makes one per call); the library reports a copy's errors while the call
-    runs, on this thread, so the capture sees them.
+    One error capture surrounds all the calls (wgpu-py's checked call makes one per
+    call): the library reports a copy's errors during the call, on this thread.
     """
     native = _native()
     copy, errors, internal = native.copy, native.errors, encoder._internal
@@ -273,11 +277,8 @@ _SUBMIT = "tensorferry.submit_copies"
 
 def submit_copies(gpu: wgpu.GPUDevice, queue: wgpu.GPUQueue, copies: list[Copy]) -> None:
     """Submit ``copies`` as one command buffer, as ``create_command_encoder``, the
-    copies, ``finish`` and ``queue.submit`` would, without wgpu-py's objects and
-    descriptors around them (a batch of copies alone, such as a small download).
-
-    Raises the wgpu error of the first failing call, as those would.
-    """
+    copies, ``finish`` and ``queue.submit`` would, without wgpu-py's objects around
+    them (a small download). Raises the wgpu error of the first failing call."""
     native = _native()
     lib, copy, errors, null = native.raw, native.copy, native.errors, native.null
     encoder = command = null

@@ -104,8 +104,12 @@ class ContextOptions:
     (H200: 640-710 vs 325 GB/s at 256 MiB, 950-990 vs 381 at 1 GiB; the copy
     command wins below 64 MiB).
 
-    Waiting: a map still unresolved ``lost_after`` seconds after the device's
-    queue went idle means the device is lost.
+    Waiting: a wait polls the device without blocking for up to ``spin_wait``
+    seconds before it blocks (``None``, the default: 200 us on GPUs, none on CPU
+    adapters, whose device work needs the host's cores); a short wait then ends
+    when the GPU does, not when the woken thread runs again. A map still
+    unresolved ``lost_after`` seconds after the device's queue went idle means
+    the device is lost.
 
     Raises ``ValueError`` for a value out of range (the message names the field).
     """
@@ -127,6 +131,9 @@ class ContextOptions:
     parallel_min: int = attrs.field(default=2 << 20, validator=_at_least(0))
     copy_part: int = attrs.field(default=4 << 20, validator=_multiple_of_4096)
     lost_after: float = attrs.field(default=10.0, validator=_at_least(0.001))
+    spin_wait: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_at_least(0.0))
+    )
     kernel_copies: bool | None = None
     kernel_copy_min: int = attrs.field(default=64 << 20, validator=_at_least(16))
     slab_max: int = attrs.field(default=64 << 10, validator=_slab_max)

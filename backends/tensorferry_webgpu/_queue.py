@@ -187,7 +187,8 @@ class Queue:
 
     def wait(self, request: MapRequest) -> None:
         """Wait for a map requested earlier."""
-        request.wait(self._gpu, lost_after=self._context.options.lost_after)
+        context = self._context
+        request.wait(self._gpu, lost_after=context.options.lost_after, spin=context.spin_wait)
 
     def abandon(self) -> None:
         """Drop what is recorded and not submitted, after an error: attached chunks

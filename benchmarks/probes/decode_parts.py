@@ -12,10 +12,11 @@ logits (501 KiB). On the first adapter whose summary holds the token given
 * ``hand step``: the same buffers and staging chunk, the steps of ``upload_alone`` and
   ``download_alone`` called directly, each phase timed: 3 x write_buffer, submit,
   request map, wait, copy out + unmap;
-* then, each in an environment of its own, the download with default options and
-  with ``parallel_min`` below 501 KiB (the copy out of staging split over the copy
-  threads), twice each. (Two wgpu devices on one GPU slow each other's submits, so
-  they are not interleaved.) Last, the threads alive and a profile of 2000 steps.
+* the threads alive and a profile of 2000 steps;
+* then, each in an environment of its own, the step and the download with the
+  default ``spin_wait`` and with ``spin_wait=0`` (waits that block at once), twice
+  each. (Two wgpu devices on one GPU slow each other's submits, so these are not
+  interleaved.)
 
 Run: ``python benchmarks/probes/decode_parts.py [TOKEN] [RUNS]``.
 """
@@ -29,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import attrs
 import numpy as np
 
 import tensorferry as tf
@@ -168,23 +168,21 @@ def interleaved(token: str, runs: int) -> None:
         pstats.Stats(profile).sort_stats("tottime").print_stats(20)
 
 
-def downloads(token: str, runs: int, parallel_min: int | None) -> None:
-    """tensorferry's download alone, in an environment of its own (with ``parallel_min``
-    when given)."""
-    options = tw.ContextOptions()
-    if parallel_min is not None:
-        options = attrs.evolve(options, parallel_min=parallel_min)
+def blocks(token: str, runs: int, spin_wait: float | None) -> None:
+    """tensorferry's decode step and its download alone, in an environment of its own
+    with ``ContextOptions(spin_wait=...)``."""
     with tf.Environment(backends=[]) as env:
-        env.register_backend("webgpu", tw.WebGPUBackend(options))
+        env.register_backend("webgpu", tw.WebGPUBackend(tw.ContextOptions(spin_wait=spin_wait)))
         step = Step(env, _device(env, token))
-        samples = []
-        for round_ in range(runs + 50):
-            start = time.perf_counter()
-            step.down()
-            if round_ >= 50:
-                samples.append(time.perf_counter() - start)
+        for name, work in (("step", step.step), ("down", step.down)):
+            samples = []
+            for round_ in range(runs + 50):
+                start = time.perf_counter()
+                work()
+                if round_ >= 50:
+                    samples.append(time.perf_counter() - start)
+            _print(f"tf {name}, spin_wait {spin_wait}", samples)
         assert np.array_equal(step.out, step.logits.numpy()), "the download is wrong"
-        _print(f"tf down, parallel_min {options.parallel_min}", samples)
 
 
 def main() -> None:
@@ -193,8 +191,8 @@ def main() -> None:
     token = args[0] if args else ""
     runs = int(args[1]) if len(args) > 1 else 1000
     interleaved(token, runs)
-    for parallel_min in (None, 128 << 10, None, 128 << 10):
-        downloads(token, runs, parallel_min)
+    for spin_wait in (None, 0.0, None, 0.0):
+        blocks(token, runs, spin_wait)
 
 
 if __name__ == "__main__":

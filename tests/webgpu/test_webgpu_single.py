@@ -142,3 +142,74 @@ def test_a_lone_download_on_a_destroyed_device_raises(
     """A destroyed wgpu device: DeviceLostError (not an abort, in a child
     interpreter to be safe), and a fresh context works afterwards."""
     assert run_child(LOST, str(webgpu_index)).report() == ["DeviceLostError", True]
+
+
+class _PollSpy:
+    """wgpu-native's checked calls, with ``wgpuDevicePoll`` recording its ``wait`` flag."""
+
+    def __init__(self, libf: Any) -> None:
+        self._libf = libf
+        self.waits: list[bool] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._libf, name)
+
+    def wgpuDevicePoll(self, device: Any, wait: Any, index: Any) -> Any:
+        self.waits.append(bool(wait))
+        return self._libf.wgpuDevicePoll(device, wait, index)
+
+
+def _spy_polls(monkeypatch: pytest.MonkeyPatch) -> _PollSpy:
+    from tensorferry_webgpu import _native
+
+    native = _native._native()
+    spy = _PollSpy(native.libf)
+    monkeypatch.setattr(native, "libf", spy)
+    return spy
+
+
+@pytest.mark.parametrize("spin", [0.0, 2.0], ids=["blocking", "spinning"])
+def test_waits_poll_without_blocking_for_spin_wait_seconds(
+    make_env: Callable[..., tf.Environment],
+    webgpu_index: int,
+    monkeypatch: pytest.MonkeyPatch,
+    spin: float,
+) -> None:
+    """With ``spin_wait`` a lone download's map wait, a batch's and ``synchronize``
+    poll without blocking until the work is done (2 s is ample for 4 KiB), and
+    copy the same bytes; without it they block at once."""
+    env = make_env(tw.ContextOptions(spin_wait=spin))
+    device = env.device(f"webgpu:{webgpu_index}")
+    data = (np.arange(4096) * 5 % 253).astype(np.uint8)
+    tensor = env.from_numpy(np.zeros(4096, np.uint8), device)
+    env.copy_tensor(env.from_numpy(data), tensor)
+    polls = _spy_polls(monkeypatch)
+    np.testing.assert_array_equal(tensor.numpy(), data)  # the lone download's wait
+    lone = list(polls.waits)
+    polls.waits.clear()
+    halves = [np.empty(2048, np.uint8), np.empty(2048, np.uint8)]
+    env.copy_tensors(
+        [tensor[:2048], tensor[2048:]], [env.from_numpy(h, copy=False) for h in halves]
+    )
+    np.testing.assert_array_equal(np.concatenate(halves), data)  # the batch's map wait
+    batch = list(polls.waits)
+    polls.waits.clear()
+    env.synchronize(device)
+    for waits in (lone, batch, polls.waits):
+        assert waits, "every wait polls"
+        if spin:
+            assert not any(waits), f"a spinning wait blocked: {waits}"
+        else:
+            assert waits[0], f"a wait without spin_wait polled without blocking first: {waits}"
+
+
+def test_spin_wait_defaults_by_adapter_type(fresh_env: tf.Environment, webgpu_index: int) -> None:
+    from tensorferry_webgpu._context import SPIN_WAIT, default_spin
+
+    assert default_spin("DiscreteGPU") == default_spin("IntegratedGPU") == SPIN_WAIT > 0
+    assert default_spin("CPU") == 0.0
+    device = fresh_env.device(f"webgpu:{webgpu_index}")
+    context = tw.backend_of(fresh_env).context(device)
+    assert context.spin_wait == default_spin(str(device.property("adapter_type")))
+    with pytest.raises(ValueError, match="spin_wait"):
+        tw.ContextOptions(spin_wait=-1.0)
