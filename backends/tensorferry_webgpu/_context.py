@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,7 @@ from tensorferry_webgpu._buffers import BufferPool, PoolStats, StagingPool
 from tensorferry_webgpu._copy_kernel import CopyKernel, kernel_copies_pay
 from tensorferry_webgpu._errors import translate
 from tensorferry_webgpu._guards import guard_device, mark_host_accessible
-from tensorferry_webgpu._native import MAP_READ, MAP_USAGE, wait_idle
+from tensorferry_webgpu._native import MAP_READ, MAP_USAGE, request_map, wait_idle
 from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._patch import BytePatcher
 from tensorferry_webgpu._slabs import Slab, SlabAllocator
@@ -168,6 +169,7 @@ class Context:
             for write in (True, False)
         )
         self.patcher = BytePatcher(gpu)
+        self._fence: wgpu.GPUBuffer | None = None  # see _wait_for_fence
         self._copy_kernel: CopyKernel | None = None
         self.kernel_copies = (
             kernel_copies_pay(str(device.property("adapter_type")))
@@ -256,6 +258,8 @@ class Context:
                 self.slabs.close()
             if self.host_pool is not None:
                 self.host_pool.close()
+            if self._fence is not None:
+                self._fence.destroy()
             self.threads.close()
 
     def check_usable(self) -> None:
@@ -301,13 +305,39 @@ class Context:
             self.check_usable()
             try:
                 self.unsubmitted_writes = 0
-                self.queue.submit([])
-                wait_idle(self.gpu, self.spin_wait)
+                if self.spin_wait:
+                    self._wait_for_fence()
+                else:
+                    self.queue.submit([])
+                    wait_idle(self.gpu)
             except Exception as exc:
                 error = self.failure(exc)
                 if error is exc:
                     raise
                 raise error from exc
+
+    def _wait_for_fence(self) -> None:
+        """Submit a clear of an 8-byte fence buffer behind everything submitted, then
+        wait for a map of it, spinning first (``spin_wait``): the map resolves once
+        that submission is done, and a queue finishes its submissions in order."""
+        import wgpu
+
+        fence = self._fence
+        if fence is None:
+            usage = wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
+            fence = self._fence = self.gpu.create_buffer(size=8, usage=usage)
+        try:
+            encoder = self.gpu.create_command_encoder()
+            encoder.clear_buffer(fence)
+            self.queue.submit([encoder.finish()])
+            request = request_map(fence, MAP_READ, 0, 8)
+            request.wait(self.gpu, lost_after=self.options.lost_after, spin=self.spin_wait)
+            fence.unmap()
+        except BaseException:
+            self._fence = None  # in an unknown map state: the next wait makes another
+            with contextlib.suppress(Exception):
+                fence.destroy()
+            raise
 
     def failure(self, exc: BaseException, *, allocating: bool = False) -> BaseException:
         """The error to raise for ``exc`` (see :func:`~tensorferry_webgpu._errors.translate`);

@@ -121,8 +121,9 @@ class MapRequest:
         self.message = ""
 
     def wait(self, gpu: wgpu.GPUDevice, *, lost_after: float, spin: float = 0.0) -> None:
-        """Block until the range is mapped, polling ``gpu`` on the calling thread
-        (for up to ``spin`` seconds without blocking first: see :func:`wait_idle`).
+        """Block until the range is mapped, polling ``gpu`` on the calling thread,
+        for up to ``spin`` seconds without blocking first (a thread that polls sees
+        the GPU finish sooner than one a blocking poll's wake-up must reschedule).
 
         A blocking poll returns once the queue is idle; a map unresolved then has
         its callback run by another thread's poll, or the device is gone: the wait
@@ -191,16 +192,10 @@ class MapRequest:
 _SPIN = 0.002  # seconds a stalled wait polls without blocking before it backs off
 
 
-def wait_idle(gpu: wgpu.GPUDevice, spin: float = 0.0) -> None:
+def wait_idle(gpu: wgpu.GPUDevice) -> None:
     """Block until every command buffer submitted to ``gpu``'s queue has finished:
-    non-blocking polls for up to ``spin`` seconds, then a blocking ``wgpuDevicePoll``,
-    on the calling thread. A thread that polls sees the GPU finish sooner than one
-    the blocking poll's wake-up must reschedule (CUDA spins so too, by default).
+    one blocking ``wgpuDevicePoll`` on the calling thread (no poll-thread hand-off).
     Raises :class:`DeviceLostError` for a lost device, the wgpu error otherwise."""
-    end = time.perf_counter() + spin
-    while spin and time.perf_counter() < end:
-        if _poll(gpu, wait=False):
-            return
     _poll(gpu, wait=True)
 
 
@@ -213,10 +208,12 @@ def poll_ready(gpu: wgpu.GPUDevice) -> None:
     _poll(gpu, wait=False)
 
 
-def _poll(gpu: wgpu.GPUDevice, *, wait: bool) -> bool:
+def _poll(gpu: wgpu.GPUDevice, *, wait: bool) -> None:
+    # Its result ("queue empty") is not used: on the H200 a non-blocking poll said so
+    # while a 1 GiB copy still ran.
     native = _native()
     try:
-        return bool(native.libf.wgpuDevicePoll(gpu._internal, wait, native.null))  # idle?
+        native.libf.wgpuDevicePoll(gpu._internal, wait, native.null)
     except Exception as exc:
         raise _lost_or(gpu, exc) from exc
 

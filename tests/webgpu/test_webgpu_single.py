@@ -213,3 +213,36 @@ def test_spin_wait_defaults_by_adapter_type(fresh_env: tf.Environment, webgpu_in
     assert context.spin_wait == default_spin(str(device.property("adapter_type")))
     with pytest.raises(ValueError, match="spin_wait"):
         tw.ContextOptions(spin_wait=-1.0)
+
+
+@pytest.mark.parametrize("spin", [0.0, 2.0], ids=["blocking", "spinning"])
+def test_synchronize_returns_after_the_device_finished(
+    make_env: Callable[..., tf.Environment], webgpu_index: int, spin: float
+) -> None:
+    """After a 64 MiB device copy and ``synchronize``, the copy is done: a map of its
+    destination resolves on one non-blocking poll (a map waits for the copy)."""
+    from tensorferry_webgpu import _native
+
+    env = make_env(tw.ContextOptions(spin_wait=spin, kernel_copies=False))
+    device = env.device(f"webgpu:{webgpu_index}")
+    gpu = tw.backend_of(env).context(device).gpu
+    if "mappable-primary-buffers" not in gpu.features:
+        pytest.skip(f"{device} cannot make a mappable copy destination")
+    usage = pytest.importorskip("wgpu").BufferUsage
+    nbytes = 64 << 20
+    buffer = gpu.create_buffer(
+        size=nbytes, usage=usage.STORAGE | usage.COPY_SRC | usage.COPY_DST | usage.MAP_READ
+    )
+    target = tw.wrap_buffer(env, device, buffer, (nbytes,), np.uint8)
+    source = env.empty(nbytes, np.uint8, device)
+    env.fill(source, 7)
+    env.synchronize(device)
+    for _ in range(3):
+        env.copy_tensor(source, target)
+        env.synchronize(device)
+        request = _native.request_map(buffer, _native.MAP_READ, 0, 8)
+        _native.poll_ready(gpu)
+        mapped = request.status != 0
+        request.wait(gpu, lost_after=10)
+        buffer.unmap()
+        assert mapped, "synchronize returned while the device copy was still running"
