@@ -11,7 +11,7 @@ from tensorferry_webgpu._buffers import BufferPool, PoolStats, StagingPool
 from tensorferry_webgpu._copy_kernel import CopyKernel, kernel_copies_pay
 from tensorferry_webgpu._errors import translate
 from tensorferry_webgpu._guards import guard_device, mark_host_accessible
-from tensorferry_webgpu._native import MAP_READ, MAP_USAGE, request_map, wait_idle
+from tensorferry_webgpu._native import MAP_READ, MAP_USAGE, request_map, submit_copies, wait_idle
 from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._patch import BytePatcher
 from tensorferry_webgpu._slabs import Slab, SlabAllocator
@@ -169,7 +169,8 @@ class Context:
             for write in (True, False)
         )
         self.patcher = BytePatcher(gpu)
-        self._fence: wgpu.GPUBuffer | None = None  # see _wait_for_fence
+        # (source, fence) of _wait_for_fence, made on first use
+        self._fence: tuple[wgpu.GPUBuffer, wgpu.GPUBuffer] | None = None
         self._copy_kernel: CopyKernel | None = None
         self.kernel_copies = (
             kernel_copies_pay(str(device.property("adapter_type")))
@@ -258,8 +259,8 @@ class Context:
                 self.slabs.close()
             if self.host_pool is not None:
                 self.host_pool.close()
-            if self._fence is not None:
-                self._fence.destroy()
+            for buffer in self._fence or ():
+                buffer.destroy()
             self.threads.close()
 
     def check_usable(self) -> None:
@@ -317,26 +318,28 @@ class Context:
                 raise error from exc
 
     def _wait_for_fence(self) -> None:
-        """Submit a clear of an 8-byte fence buffer behind everything submitted, then
+        """Submit a 4-byte copy into a fence buffer behind everything submitted, then
         wait for a map of it, spinning first (``spin_wait``): the map resolves once
         that submission is done, and a queue finishes its submissions in order."""
         import wgpu
 
-        fence = self._fence
-        if fence is None:
-            usage = wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
-            fence = self._fence = self.gpu.create_buffer(size=8, usage=usage)
+        if self._fence is None:
+            usage = wgpu.BufferUsage
+            self._fence = (
+                self.gpu.create_buffer(size=4, usage=usage.COPY_SRC),
+                self.gpu.create_buffer(size=4, usage=usage.MAP_READ | usage.COPY_DST),
+            )
+        source, fence = self._fence
         try:
-            encoder = self.gpu.create_command_encoder()
-            encoder.clear_buffer(fence)
-            self.queue.submit([encoder.finish()])
-            request = request_map(fence, MAP_READ, 0, 8)
+            submit_copies(self.gpu, self.queue, [(source, 0, fence, 0, 4)])
+            request = request_map(fence, MAP_READ, 0, 4)
             request.wait(self.gpu, lost_after=self.options.lost_after, spin=self.spin_wait)
             fence.unmap()
         except BaseException:
             self._fence = None  # in an unknown map state: the next wait makes another
             with contextlib.suppress(Exception):
                 fence.destroy()
+                source.destroy()
             raise
 
     def failure(self, exc: BaseException, *, allocating: bool = False) -> BaseException:
