@@ -67,17 +67,6 @@ def host_reads_map_writes(adapter: wgpu.GPUAdapter) -> bool:
     return str(adapter.info["backend_type"]) == "Vulkan"
 
 
-SPIN_WAIT = 200e-6
-"""Seconds a wait on a GPU polls without blocking first: the H200's 4 KiB download
-and decode step waits end within it."""
-
-
-def default_spin(adapter_type: str) -> float:
-    """``ContextOptions.spin_wait=None`` for an adapter of this type: :data:`SPIN_WAIT`,
-    or 0 on CPU adapters, whose device work runs on the cores a spin would hold."""
-    return 0.0 if adapter_type == "CPU" else SPIN_WAIT
-
-
 def _mappable_where(choice: bool | None, adapter: wgpu.GPUAdapter) -> bool:
     """``choice`` where the adapter offers :data:`MAPPABLE`; by default (``None``)
     only on unified memory (CPU adapters, integrated GPUs)."""
@@ -151,11 +140,7 @@ class Context:
         self.host_pool = pool(usage | host_maps) if mappable else None
         self.maps_open = 0
         """Storages of this context whose buffer a ``mapped()`` scope keeps mapped."""
-        self.spin_wait = (
-            default_spin(str(device.property("adapter_type")))
-            if options.spin_wait is None
-            else options.spin_wait
-        )
+        self.spin_wait = options.spin_wait
         """Seconds a wait on this context polls without blocking first."""
         self.upload_staging, self.download_staging = (
             StagingPool(

@@ -105,9 +105,9 @@ class ContextOptions:
     command wins below 64 MiB).
 
     Waiting: a wait polls the device without blocking for up to ``spin_wait``
-    seconds before it blocks (``None``, the default: 200 us on GPUs, none on CPU
-    adapters, whose device work needs the host's cores); a short wait then ends
-    when the GPU does, not when the woken thread runs again. A map still
+    seconds (200 us by default; 0 blocks at once) before it blocks: a short wait
+    then ends when the device does, not when the woken thread runs again (4 KiB
+    download on the H200 85-101 -> 54-82 us, on lavapipe 82 -> 53 us). A map still
     unresolved ``lost_after`` seconds after the device's queue went idle means
     the device is lost.
 
@@ -131,9 +131,7 @@ class ContextOptions:
     parallel_min: int = attrs.field(default=2 << 20, validator=_at_least(0))
     copy_part: int = attrs.field(default=4 << 20, validator=_multiple_of_4096)
     lost_after: float = attrs.field(default=10.0, validator=_at_least(0.001))
-    spin_wait: float | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_at_least(0.0))
-    )
+    spin_wait: float = attrs.field(default=200e-6, validator=_at_least(0.0))
     kernel_copies: bool | None = None
     kernel_copy_min: int = attrs.field(default=64 << 20, validator=_at_least(16))
     slab_max: int = attrs.field(default=64 << 10, validator=_slab_max)

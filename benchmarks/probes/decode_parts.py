@@ -168,7 +168,7 @@ def interleaved(token: str, runs: int) -> None:
         pstats.Stats(profile).sort_stats("tottime").print_stats(20)
 
 
-def blocks(token: str, runs: int, spin_wait: float | None) -> None:
+def blocks(token: str, runs: int, spin_wait: float) -> None:
     """tensorferry's decode step and its download alone, in an environment of its own
     with ``ContextOptions(spin_wait=...)``."""
     with tf.Environment(backends=[]) as env:
@@ -191,7 +191,8 @@ def main() -> None:
     token = args[0] if args else ""
     runs = int(args[1]) if len(args) > 1 else 1000
     interleaved(token, runs)
-    for spin_wait in (None, 0.0, None, 0.0):
+    default = tw.ContextOptions().spin_wait
+    for spin_wait in (default, 0.0, default, 0.0):
         blocks(token, runs, spin_wait)
 
 
