@@ -282,7 +282,9 @@ class Context:
 
     def synchronize(self) -> None:
         """Return once every copy submitted to this context's queue, and every queued
-        write, has finished on the device: an empty submit, then a blocking poll.
+        write, has finished on the device: a fence copied behind them and waited for
+        (see :meth:`_wait_for_fence`), or with ``spin_wait=0`` an empty submit and a
+        blocking poll.
 
         Raises :class:`ClosedError` or :class:`DeviceLostError` for an unusable
         context, tensorferry's errors for other wgpu failures.

@@ -209,7 +209,7 @@ def poll_ready(gpu: wgpu.GPUDevice) -> None:
 
 
 def _poll(gpu: wgpu.GPUDevice, *, wait: bool) -> None:
-    # Its result ("queue empty") is not used: on the H200 a non-blocking poll said so
+    # Its result ("queue empty") is not used: a non-blocking poll said so on the H200
     # while a 1 GiB copy still ran.
     native = _native()
     try:

@@ -179,7 +179,7 @@ class Queue:
 
     def map(self, buffer: wgpu.GPUBuffer, mode: int, offset: int, size: int) -> None:
         """Submit, then map ``size`` bytes at ``offset`` of ``buffer`` and wait for it
-        (a blocking poll on this thread; the map waits for every submitted command
+        (polls on this thread, spinning first; the map waits for every submitted command
         that uses the buffer)."""
         self.submit()
         self._context.flush_writes()  # writes that earlier batches left staged
