@@ -7,9 +7,9 @@ then often runs on that very poll thread, finalizing the device there, and the
 device's ``__del__`` joins its own poll thread ("cannot join current thread", an
 unraisable error that fails whichever test is running; seen once in CI on
 Python 3.12). Here a poll thread asked to stop from itself stops without the
-join; joined from any other thread it stops as before. tensorferry itself never
-hands wgpu-py's poll threads work (it maps with its own blocking poll); the
-tests' raw wgpu-py users and the bench's wgpu-py path do.
+join; joined from any other thread it stops as before. tensorferry never hands
+wgpu-py's poll threads work (it maps with its own poll, the conformance suite's
+raw reads included); the tests' raw wgpu-py users and the bench's wgpu-py path do.
 """
 
 from __future__ import annotations
