@@ -11,7 +11,7 @@ from tensorferry_webgpu._buffers import BufferPool, PoolStats, StagingPool
 from tensorferry_webgpu._copy_kernel import CopyKernel, kernel_copies_pay
 from tensorferry_webgpu._errors import translate
 from tensorferry_webgpu._guards import guard_device, mark_host_accessible
-from tensorferry_webgpu._native import MAP_READ, MAP_USAGE, request_map, submit_copies, wait_idle
+from tensorferry_webgpu._native import MAP_READ, MAP_USAGE, request_map, submit_copies
 from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._patch import BytePatcher
 from tensorferry_webgpu._slabs import Slab, SlabAllocator
@@ -283,8 +283,7 @@ class Context:
     def synchronize(self) -> None:
         """Return once every copy submitted to this context's queue, and every queued
         write, has finished on the device: a fence copied behind them and waited for
-        (see :meth:`_wait_for_fence`), or with ``spin_wait=0`` an empty submit and a
-        blocking poll.
+        (see :meth:`_wait_for_fence`).
 
         Raises :class:`ClosedError` or :class:`DeviceLostError` for an unusable
         context, tensorferry's errors for other wgpu failures.
@@ -293,11 +292,7 @@ class Context:
             self.check_usable()
             try:
                 self.unsubmitted_writes = 0
-                if self.spin_wait:
-                    self._wait_for_fence()
-                else:
-                    self.queue.submit([])
-                    wait_idle(self.gpu)
+                self._wait_for_fence()
             except Exception as exc:
                 error = self.failure(exc)
                 if error is exc:
@@ -307,7 +302,9 @@ class Context:
     def _wait_for_fence(self) -> None:
         """Submit a 4-byte copy into a fence buffer behind everything submitted, then
         wait for a map of it, spinning first (``spin_wait``): the map resolves once
-        that submission is done, and a queue finishes its submissions in order."""
+        that submission is done, and a queue finishes its submissions in order. (With
+        ``spin_wait=0`` an empty submit and a blocking poll would do as well; one
+        mechanism serves both.)"""
         import wgpu
 
         if self._fence is None:
