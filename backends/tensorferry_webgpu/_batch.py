@@ -19,16 +19,11 @@ from tensorferry_webgpu._device_copy import DeviceCopier
 from tensorferry_webgpu._direct import DirectCopier, maps_directly
 from tensorferry_webgpu._download import DownloadStager
 from tensorferry_webgpu._fill import Filler
-from tensorferry_webgpu._native import (
-    MAP_READ,
-    copy_out_and_unmap,
-    request_map,
-    submit_copies,
-    write_buffer,
-)
+from tensorferry_webgpu._native import MAP_READ, copy_out_and_unmap, submit_copies, write_buffer
 from tensorferry_webgpu._ops import DeviceCopy, Download, Fill, Op, Upload
 from tensorferry_webgpu._queue import Queue
 from tensorferry_webgpu._upload import UploadStager
+from tensorferry_webgpu._waits import request_map
 
 if TYPE_CHECKING:
     import wgpu

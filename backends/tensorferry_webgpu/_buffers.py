@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import attrs
 
 from tensorferry_webgpu._guards import destroy, guard
-from tensorferry_webgpu._native import MAP_WRITE, MapRequest, request_map
+from tensorferry_webgpu._native import MAP_WRITE
+from tensorferry_webgpu._waits import MapRequest, request_map
 
 if TYPE_CHECKING:
     import wgpu

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from typing import TYPE_CHECKING
 
@@ -11,11 +10,12 @@ from tensorferry_webgpu._buffers import BufferPool, PoolStats, StagingPool
 from tensorferry_webgpu._copy_kernel import CopyKernel, kernel_copies_pay
 from tensorferry_webgpu._errors import translate
 from tensorferry_webgpu._guards import guard_device, mark_host_accessible
-from tensorferry_webgpu._native import MAP_READ, MAP_USAGE, request_map, submit_copies
+from tensorferry_webgpu._native import MAP_READ, MAP_USAGE
 from tensorferry_webgpu._options import ContextOptions
 from tensorferry_webgpu._patch import BytePatcher
 from tensorferry_webgpu._slabs import Slab, SlabAllocator
 from tensorferry_webgpu._threads import CopyThreads
+from tensorferry_webgpu._waits import wait_for_queue
 
 if TYPE_CHECKING:
     import wgpu
@@ -154,8 +154,6 @@ class Context:
             for write in (True, False)
         )
         self.patcher = BytePatcher(gpu)
-        # (source, fence) of _wait_for_fence, made on first use
-        self._fence: tuple[wgpu.GPUBuffer, wgpu.GPUBuffer] | None = None
         self._copy_kernel: CopyKernel | None = None
         self.kernel_copies = (
             kernel_copies_pay(str(device.property("adapter_type")))
@@ -244,8 +242,6 @@ class Context:
                 self.slabs.close()
             if self.host_pool is not None:
                 self.host_pool.close()
-            for buffer in self._fence or ():
-                buffer.destroy()
             self.threads.close()
 
     def check_usable(self) -> None:
@@ -282,8 +278,8 @@ class Context:
 
     def synchronize(self) -> None:
         """Return once every copy submitted to this context's queue, and every queued
-        write, has finished on the device: a fence copied behind them and waited for
-        (see :meth:`_wait_for_fence`).
+        write, has finished on the device (:func:`~tensorferry_webgpu._waits.wait_for_queue`,
+        spinning first for ``spin_wait``).
 
         Raises :class:`ClosedError` or :class:`DeviceLostError` for an unusable
         context, tensorferry's errors for other wgpu failures.
@@ -292,39 +288,14 @@ class Context:
             self.check_usable()
             try:
                 self.unsubmitted_writes = 0
-                self._wait_for_fence()
+                wait_for_queue(
+                    self.gpu, self.queue, lost_after=self.options.lost_after, spin=self.spin_wait
+                )
             except Exception as exc:
                 error = self.failure(exc)
                 if error is exc:
                     raise
                 raise error from exc
-
-    def _wait_for_fence(self) -> None:
-        """Submit a 4-byte copy into a fence buffer behind everything submitted, then
-        wait for a map of it, spinning first (``spin_wait``): the map resolves once
-        that submission is done, and a queue finishes its submissions in order. (With
-        ``spin_wait=0`` an empty submit and a blocking poll would do as well; one
-        mechanism serves both.)"""
-        import wgpu
-
-        if self._fence is None:
-            usage = wgpu.BufferUsage
-            self._fence = (
-                self.gpu.create_buffer(size=4, usage=usage.COPY_SRC),
-                self.gpu.create_buffer(size=4, usage=usage.MAP_READ | usage.COPY_DST),
-            )
-        source, fence = self._fence
-        try:
-            submit_copies(self.gpu, self.queue, [(source, 0, fence, 0, 4)])
-            request = request_map(fence, MAP_READ, 0, 4)
-            request.wait(self.gpu, lost_after=self.options.lost_after, spin=self.spin_wait)
-            fence.unmap()
-        except BaseException:
-            self._fence = None  # in an unknown map state: the next wait makes another
-            with contextlib.suppress(Exception):
-                fence.destroy()
-                source.destroy()
-            raise
 
     def failure(self, exc: BaseException, *, allocating: bool = False) -> BaseException:
         """The error to raise for ``exc`` (see :func:`~tensorferry_webgpu._errors.translate`);

@@ -21,8 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from tensorferry_webgpu._align import down4, up4, up_to
-from tensorferry_webgpu._native import MAP_READ, mapped_array, request_map
+from tensorferry_webgpu._native import MAP_READ, mapped_array
 from tensorferry_webgpu._ops import Download
+from tensorferry_webgpu._waits import request_map
 
 if TYPE_CHECKING:
     import wgpu

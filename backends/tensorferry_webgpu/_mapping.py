@@ -27,7 +27,8 @@ import numpy.typing as npt
 from tensorferry import MappedError
 from tensorferry_webgpu._align import down8, up4
 from tensorferry_webgpu._guards import write_map_mode
-from tensorferry_webgpu._native import MAP_READ, mapped_address, request_map
+from tensorferry_webgpu._native import MAP_READ, mapped_address
+from tensorferry_webgpu._waits import request_map
 
 if TYPE_CHECKING:
     import wgpu

@@ -1,27 +1,23 @@
-"""The one module that reaches past wgpu-py's public API.
+"""wgpu-native's calls past wgpu-py's public API (with :mod:`._waits`, the only
+modules that reach past it).
 
 What lives here and why:
 
-* **Maps without a hand-off.** :func:`request_map` calls ``wgpuBufferMapAsync``;
-  :meth:`MapRequest.wait` polls the device on the calling thread. wgpu-py's
-  ``map_async`` hands the wait to a poll thread (133 us for a 4 KiB copy + map
-  on the H200 against 70-77 us this way), adds an empty submit before every
-  read map, and never resolves once the device is destroyed.
 * **Mapped memory.** :func:`mapped_array` views a mapped range (no view may
   outlive the unmap); :func:`copy_out_and_unmap` copies one out with no view.
   :func:`device_of` tells the device a buffer was made on.
 * **Copies without wgpu-py's wrappers**, one error capture around the calls:
   :func:`encode_copies` (the wrapper cost ~13 us of the ~40 us per pair of a
   1000 x 1 KiB upload batch on lavapipe), :func:`submit_copies`, :func:`write_buffer`.
+* **Device state**: :func:`device_is_lost`, and :func:`lost_or` to tell a lost
+  device's errors.
+
 wgpu is imported on first use.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
-import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,17 +33,14 @@ __all__ = [
     "MAP_USAGE",
     "MAP_WRITE",
     "MapError",
-    "MapRequest",
     "copy_out_and_unmap",
     "device_is_lost",
     "device_of",
     "encode_copies",
+    "lost_or",
     "mapped_address",
     "mapped_array",
-    "poll_ready",
-    "request_map",
     "submit_copies",
-    "wait_idle",
     "write_buffer",
 ]
 
@@ -58,25 +51,16 @@ MAP_WRITE = 0x0002
 MAP_USAGE = MAP_READ | MAP_WRITE
 """Usage bits of a buffer the host can map both ways (unified-memory tensor buffers)."""
 
-_SUCCESS = 1  # WGPUMapAsyncStatus_Success
-
 
 class MapError(RuntimeError):
-    """wgpu refused or cancelled a map; the buffer must be discarded."""
+    """wgpu refused or cancelled a map (see :mod:`._waits`); the buffer must be discarded."""
 
 
 @functools.cache
 def _native() -> Any:
-    """wgpu-native's checked library calls, cffi, and the one map callback."""
+    """wgpu-native's checked and unchecked library calls, and cffi."""
     from wgpu.backends.wgpu_native import _api, _helpers
     from wgpu.backends.wgpu_native._ffi import ffi, lib
-
-    def on_mapped(status: int, message: Any, key: Any, _unused: Any) -> None:
-        # Runs on whichever thread polls the device: ours, or wgpu-py's poller.
-        request = _pending.pop(int(ffi.cast("uintptr_t", key)), None)
-        if request is not None:
-            request.message = "" if status == _SUCCESS else _api.from_c_string_view(message)
-            request.status = int(status)
 
     class Native:
         libf = _api.libf
@@ -85,9 +69,8 @@ def _native() -> Any:
         errors = _api.error_handler
         error_types = _helpers.ERROR_TYPES
         gpu_error = _helpers.GPUError
-        callback = ffi.callback("void(WGPUMapAsyncStatus, WGPUStringView, void *, void *)")(
-            on_mapped
-        )
+        cffi = ffi
+        from_c_string_view = _api.from_c_string_view
         mode = lib.WGPUCallbackMode_AllowProcessEvents
         null = ffi.NULL
         cast = ffi.cast
@@ -97,151 +80,6 @@ def _native() -> Any:
         memmove = ffi.memmove
 
     return Native
-
-
-_pending: dict[int, MapRequest] = {}
-_keys = itertools.count(1)
-_key_lock = threading.Lock()
-
-
-class MapRequest:
-    """A map of ``size`` bytes at ``offset`` in ``buffer`` that wgpu-native is completing.
-
-    Made by :func:`request_map`; :meth:`wait` blocks until the range is mapped.
-    """
-
-    __slots__ = ("buffer", "message", "mode", "offset", "size", "status")
-
-    def __init__(self, buffer: wgpu.GPUBuffer, mode: int, offset: int, size: int) -> None:
-        self.buffer = buffer
-        self.mode = mode
-        self.offset = offset
-        self.size = size
-        self.status = 0
-        self.message = ""
-
-    def wait(self, gpu: wgpu.GPUDevice, *, lost_after: float, spin: float = 0.0) -> None:
-        """Block until the range is mapped, polling ``gpu`` on the calling thread,
-        for up to ``spin`` seconds without blocking first (a thread that polls sees
-        the GPU finish sooner than one a blocking poll's wake-up must reschedule).
-
-        A blocking poll returns once the queue is idle; a map unresolved then has
-        its callback run by another thread's poll, or the device is gone: the wait
-        backs off, checks the device, and gives up after ``lost_after`` seconds.
-        Raises :class:`DeviceLostError` for a lost device, ``RuntimeError`` for a
-        map wgpu refused (the buffer must then be discarded).
-        """
-        native = _native()
-        poll, internal, null = native.libf.wgpuDevicePoll, gpu._internal, native.null
-        if not self.status:  # else an earlier poll (see poll_ready) resolved it already
-            try:
-                end = time.perf_counter() + spin
-                while spin and not self.status and time.perf_counter() < end:
-                    poll(internal, False, null)
-                if not self.status:
-                    poll(internal, True, null)
-            except Exception as exc:
-                raise _lost_or(gpu, exc) from exc
-        if not self.status:
-            self._stall(gpu, lost_after)
-        if self.status != _SUCCESS:
-            self.buffer._map_state = "unmapped"
-            if device_is_lost(gpu):
-                raise DeviceLostError(f"the wgpu device was lost during a map: {self.message}")
-            raise MapError(f"wgpu could not map a buffer: {self.message}")
-        # Keep wgpu-py's own view of the buffer true, so that its unmap() works.
-        buffer = self.buffer
-        buffer._map_state = "mapped"
-        buffer._mapped_status = (self.offset, self.offset + self.size, self.mode)
-        buffer._mapped_memoryviews = []
-
-    def _stall(self, gpu: wgpu.GPUDevice, lost_after: float) -> None:
-        native = _native()
-        poll, internal, null = native.libf.wgpuDevicePoll, gpu._internal, native.null
-        start = time.monotonic()
-        # Usually another thread's poll (wgpu-py's poller on a shared device) is running
-        # the callback now: spin, letting it finish, before the checks and back-off
-        # (on the H200 sleeping first added 100-400 us beside a raw wgpu-py user).
-        while time.monotonic() - start < _SPIN:
-            try:
-                poll(internal, False, null)
-            except Exception as exc:
-                raise _lost_or(gpu, exc) from exc
-            if self.status:
-                return
-            time.sleep(0)
-        pause = 0.0
-        while True:
-            time.sleep(pause)
-            if self.status:
-                return
-            if device_is_lost(gpu):
-                raise DeviceLostError("the wgpu device was lost while a map was pending")
-            if time.monotonic() - start > lost_after:
-                raise DeviceLostError(
-                    f"a map stayed unresolved for {lost_after} s while the device's queue "
-                    "was idle; treating the device as lost"
-                )
-            try:
-                poll(internal, True, null)
-            except Exception as exc:
-                raise _lost_or(gpu, exc) from exc
-            pause = min(0.005, pause * 2 or 0.00005)
-
-
-_SPIN = 0.002  # seconds a stalled wait polls without blocking before it backs off
-
-
-def wait_idle(gpu: wgpu.GPUDevice) -> None:
-    """Block until every command buffer submitted to ``gpu``'s queue has finished:
-    one blocking ``wgpuDevicePoll`` on the calling thread (no poll-thread hand-off).
-    Raises :class:`DeviceLostError` for a lost device, the wgpu error otherwise."""
-    _poll(gpu, wait=True)
-
-
-def poll_ready(gpu: wgpu.GPUDevice) -> None:
-    """Resolve the maps whose GPU work is done, without waiting for the rest of the
-    queue (a non-blocking ``wgpuDevicePoll``): a later :meth:`MapRequest.wait` on
-    one of them then returns at once, where its blocking poll would wait until
-    every submitted command is done. Raises :class:`DeviceLostError` for a lost device.
-    """
-    _poll(gpu, wait=False)
-
-
-def _poll(gpu: wgpu.GPUDevice, *, wait: bool) -> None:
-    # Its result ("queue empty") is not used: a non-blocking poll said so on the H200
-    # while a 1 GiB copy still ran.
-    native = _native()
-    try:
-        native.libf.wgpuDevicePoll(gpu._internal, wait, native.null)
-    except Exception as exc:
-        raise _lost_or(gpu, exc) from exc
-
-
-def request_map(buffer: wgpu.GPUBuffer, mode: int, offset: int, size: int) -> MapRequest:
-    """Ask wgpu-native to map ``size`` bytes at ``offset`` (``mode``: :data:`MAP_READ`
-    or :data:`MAP_WRITE`), without waiting; :meth:`MapRequest.wait` completes it.
-
-    ``offset`` must be a multiple of 8 and ``size`` of 4. Raises
-    :class:`DeviceLostError` for a lost device, a wgpu error for a refused map.
-    """
-    native = _native()
-    request = MapRequest(buffer, mode, offset, size)
-    with _key_lock:
-        key = next(_keys)
-    _pending[key] = request
-    info = native.new("WGPUBufferMapCallbackInfo *")
-    info.mode = native.mode
-    info.callback = native.callback
-    info.userdata1 = native.cast("void *", key)
-    buffer._map_state = "pending"
-    try:
-        native.libf.wgpuBufferMapAsync(buffer._internal, mode, offset, size, info[0])
-    except Exception as exc:
-        _pending.pop(key, None)
-        buffer._map_state = "unmapped"
-        raise _lost_or(buffer._device, exc) from exc
-    return request
 
 
 Copy = tuple["wgpu.GPUBuffer", int, "wgpu.GPUBuffer", int, int]
@@ -385,7 +223,8 @@ def device_is_lost(gpu: wgpu.GPUDevice) -> bool:
     return False
 
 
-def _lost_or(gpu: wgpu.GPUDevice, exc: Exception) -> Exception:
+def lost_or(gpu: wgpu.GPUDevice, exc: Exception) -> Exception:
+    """:class:`DeviceLostError` for ``exc`` if ``gpu`` is lost, else ``exc``."""
     if not isinstance(exc, DeviceLostError) and device_is_lost(gpu):
         return DeviceLostError(f"the wgpu device was lost: {exc}")
     return exc

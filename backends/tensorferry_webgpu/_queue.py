@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tensorferry_webgpu._native import MapRequest, encode_copies, request_map, submit_copies
+from tensorferry_webgpu._native import encode_copies, submit_copies
+from tensorferry_webgpu._waits import MapRequest, request_map
 
 if TYPE_CHECKING:
     import wgpu

@@ -4,7 +4,7 @@ with plain queue calls, bypassing the transfer and its engine entirely.
 Slow on purpose (a staging buffer per call, whole-word read-modify-write): it
 exists so that a bug shared by the engine's uploads and downloads cannot hide
 behind a round trip. Reads copy into a fresh ``MAP_READ`` buffer and map it
-with :func:`~tensorferry_webgpu._native.request_map`, not ``queue.read_buffer``:
+with :func:`~tensorferry_webgpu._waits.request_map`, not ``queue.read_buffer``:
 that hands the wait to wgpu-py's poll thread, and a device finalized on its own
 poll thread fails in wgpu-py's ``__del__``.
 """
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from tensorferry import ClosedError
 from tensorferry_webgpu._align import down4, up4
-from tensorferry_webgpu._native import MAP_READ, mapped_array, request_map
+from tensorferry_webgpu._native import MAP_READ, mapped_array
 from tensorferry_webgpu._storage import WebGPUStorage
+from tensorferry_webgpu._waits import request_map
 
 __all__ = ["read_raw", "write_raw"]
 

@@ -25,7 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 from tensorferry_webgpu._align import up_to
-from tensorferry_webgpu._native import mapped_array, poll_ready
+from tensorferry_webgpu._native import mapped_array
+from tensorferry_webgpu._waits import poll_ready
 
 if TYPE_CHECKING:
     import wgpu

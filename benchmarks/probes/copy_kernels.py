@@ -24,7 +24,7 @@ import numpy as np
 import wgpu
 from _median import large_device
 
-from tensorferry_webgpu import _native
+from tensorferry_webgpu import _waits
 
 SIZES = (64 << 20, 256 << 20, 1 << 30)
 _HEAD = """
@@ -137,7 +137,7 @@ def _median(gpu: wgpu.GPUDevice, encode: Callable[[wgpu.GPUCommandEncoder], None
         encoder = gpu.create_command_encoder()
         encode(encoder)
         gpu.queue.submit([encoder.finish()])
-        _native.wait_idle(gpu)
+        _waits.wait_idle(gpu)
         if run >= 2:
             times.append(time.perf_counter() - start)
     return float(np.median(times))

@@ -34,7 +34,7 @@ import numpy as np
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
-from tensorferry_webgpu import _batch, _native
+from tensorferry_webgpu import _batch, _native, _waits
 
 VOCAB = 128256
 PHASES = ("write_buffer x3", "submit", "request map", "wait", "copy out+unmap", "total")
@@ -93,7 +93,7 @@ def by_hand(env: tf.Environment, device: tf.Device, step: Step) -> Callable[[], 
             chunk = context.download_staging.acquire()
             _native.submit_copies(gpu, queue, [(source.buffer, source.base, chunk, 0, n)])
             t2 = clock()
-            request = _native.request_map(chunk, _native.MAP_READ, 0, n)
+            request = _waits.request_map(chunk, _native.MAP_READ, 0, n)
             t3 = clock()
             request.wait(gpu, lost_after=10)
             t4 = clock()

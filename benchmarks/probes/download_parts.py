@@ -26,7 +26,7 @@ import wgpu
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
-from tensorferry_webgpu import _native
+from tensorferry_webgpu import _native, _waits
 
 RUNS = 300
 SIZES = (4 << 10, 64 << 10, 128256 * 4, 4 << 20)
@@ -48,7 +48,7 @@ def raw_phases(gpu: wgpu.GPUDevice, nbytes: int, capacity: int = 0) -> list[floa
         encoder.copy_buffer_to_buffer(source, 0, readback, 0, nbytes)
         gpu.queue.submit([encoder.finish()])
         t1 = clock()
-        request = _native.request_map(readback, _native.MAP_READ, 0, nbytes)
+        request = _waits.request_map(readback, _native.MAP_READ, 0, nbytes)
         t2 = clock()
         request.wait(gpu, lost_after=10)
         t3 = clock()

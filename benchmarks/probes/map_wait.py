@@ -24,7 +24,7 @@ import wgpu
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
-from tensorferry_webgpu import _native
+from tensorferry_webgpu import _native, _waits
 
 SIZE = 4096
 RUNS = 400
@@ -65,7 +65,7 @@ def main() -> None:
 
         def blocking_poll() -> None:
             copy()
-            _native.request_map(readback, _native.MAP_READ, 0, SIZE).wait(gpu, lost_after=10)
+            _waits.request_map(readback, _native.MAP_READ, 0, SIZE).wait(gpu, lost_after=10)
             readback.unmap()
 
         def floor() -> None:

@@ -25,7 +25,7 @@ from _median import median_seconds
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
-from tensorferry_webgpu import _native
+from tensorferry_webgpu import _native, _waits
 
 
 def main() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
             encoder = gpu.create_command_encoder()
             encoder.copy_buffer_to_buffer(source, 0, readback, 0, nbytes)
             gpu.queue.submit([encoder.finish()])
-            _native.request_map(readback, _native.MAP_READ, 0, nbytes).wait(gpu, lost_after=30)
+            _waits.request_map(readback, _native.MAP_READ, 0, nbytes).wait(gpu, lost_after=30)
             return _native.mapped_array(readback, 0, nbytes)
 
         creations: list[float] = []

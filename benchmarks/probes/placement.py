@@ -27,7 +27,7 @@ import wgpu
 from _median import median_seconds
 
 import tensorferry_webgpu as tw
-from tensorferry_webgpu import _native
+from tensorferry_webgpu import _native, _waits
 
 SIZE = 64 << 20
 U = wgpu.BufferUsage
@@ -70,7 +70,7 @@ def main() -> None:
         encoder = gpu.create_command_encoder()
         encoder.copy_buffer_to_buffer(src, 0, dst, 0, SIZE)
         gpu.queue.submit([encoder.finish()])
-        _native.wait_idle(gpu)
+        _waits.wait_idle(gpu)
 
     for name, usage in USAGES.items():
         buffer = gpu.create_buffer(size=SIZE, usage=usage)
@@ -82,7 +82,7 @@ def main() -> None:
             seconds = median_seconds(partial(copy, buffer, device_buffer), 5)
             parts.append(f"it->device {SIZE / seconds / 1e9:.1f} GB/s")
         mode = _native.MAP_READ if usage & U.MAP_READ else _native.MAP_WRITE
-        _native.request_map(buffer, mode, 0, SIZE).wait(gpu, lost_after=10)
+        _waits.request_map(buffer, mode, 0, SIZE).wait(gpu, lost_after=10)
         view = _native.mapped_array(buffer, 0, SIZE)
         if usage & U.MAP_WRITE:
             parts.append("host writes " + host_rate(partial(np.copyto, view, data), SIZE))

@@ -212,13 +212,15 @@ def test_spin_wait_is_200_us_by_default_and_checked(
         tw.ContextOptions(spin_wait=-1.0)
 
 
+@pytest.mark.parametrize("source", ["device", "host"])
 @pytest.mark.parametrize("spin", [0.0, 2.0], ids=["blocking", "spinning"])
 def test_synchronize_returns_after_the_device_finished(
-    make_env: Callable[..., tf.Environment], webgpu_index: int, spin: float
+    make_env: Callable[..., tf.Environment], webgpu_index: int, spin: float, source: str
 ) -> None:
-    """After a 64 MiB device copy and ``synchronize``, the copy is done: a map of its
-    destination resolves on one non-blocking poll (a map waits for the copy)."""
-    from tensorferry_webgpu import _native
+    """After a 64 MiB copy (from device memory, or an upload from host memory) and
+    ``synchronize``, the copy is done: a map of its destination resolves on one
+    non-blocking poll (a map waits for the copy)."""
+    from tensorferry_webgpu import _native, _waits
 
     env = make_env(tw.ContextOptions(spin_wait=spin, kernel_copies=False))
     device = env.device(f"webgpu:{webgpu_index}")
@@ -231,15 +233,20 @@ def test_synchronize_returns_after_the_device_finished(
         size=nbytes, usage=usage.STORAGE | usage.COPY_SRC | usage.COPY_DST | usage.MAP_READ
     )
     target = tw.wrap_buffer(env, device, buffer, (nbytes,), np.uint8)
-    source = env.empty(nbytes, np.uint8, device)
-    env.fill(source, 7)
+    origin = (
+        env.empty(nbytes, np.uint8, device)
+        if source == "device"
+        else env.from_numpy(np.empty(nbytes, np.uint8))
+    )
+    env.fill(origin, 7)
     env.synchronize(device)
     for _ in range(3):
-        env.copy_tensor(source, target)
+        env.copy_tensor(origin, target)
         env.synchronize(device)
-        request = _native.request_map(buffer, _native.MAP_READ, 0, 8)
-        _native.poll_ready(gpu)
+        request = _waits.request_map(buffer, _native.MAP_READ, 0, 8)
+        _waits.poll_ready(gpu)
         mapped = request.status != 0
         request.wait(gpu, lost_after=10)
+        assert bytes(_native.mapped_array(buffer, 0, 8)) == bytes([7] * 8)
         buffer.unmap()
-        assert mapped, "synchronize returned while the device copy was still running"
+        assert mapped, "synchronize returned while the copy was still running"
