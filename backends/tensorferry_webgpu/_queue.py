@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tensorferry_webgpu._native import encode_copies, submit_copies
+import numpy as np
+import numpy.typing as npt
+
+from tensorferry_webgpu._native import encode_copies, submit_copies, write_buffer
 from tensorferry_webgpu._waits import MapRequest, request_map
 
 if TYPE_CHECKING:
@@ -90,12 +93,15 @@ class Queue:
         """
         return self._copies
 
-    def write_buffer(self, buffer: wgpu.GPUBuffer, offset: int, data: object) -> None:
-        """``queue.write_buffer`` (4-byte aligned, non-empty); only while nothing is encoded,
-        so that the write keeps its place in the batch's order."""
+    def write_buffer(
+        self, buffer: wgpu.GPUBuffer, offset: int, data: npt.NDArray[np.uint8]
+    ) -> None:
+        """``queue.write_buffer`` of C-contiguous bytes (4-byte aligned, non-empty), by
+        one native call; only while nothing is encoded, so that the write keeps its
+        place in the batch's order."""
         assert self.unencoded, "a write_buffer would overtake encoded commands"
-        self._queue.write_buffer(buffer, offset, data)
-        self._pending_writes += memoryview(data).nbytes  # type: ignore[arg-type]
+        write_buffer(self._queue, buffer, offset, data)
+        self._pending_writes += data.nbytes
 
     def write_fresh(self, buffer: wgpu.GPUBuffer, data: bytes) -> None:
         """``queue.write_buffer`` of ``data`` (a multiple of 4 bytes) at the start of a
