@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tensorferry._fill import element_bytes
+from tensorferry._host_array import new_array
 from tensorferry._spec import normalize_backend_name, parse_device_spec
 from tensorferry.backend import Backend, BackendFactory, Filler, Synchronizer
 from tensorferry.device import HOST, Device, DeviceType, MemoryKind
@@ -439,10 +440,11 @@ class Environment:
         self, tensor: Tensor, out: npt.NDArray[np.generic] | None = None
     ) -> npt.NDArray[np.generic]:
         """Copy ``tensor`` to host memory: into ``out`` (which must be writable,
-        C-contiguous and of the tensor's shape and dtype) or a new array."""
+        C-contiguous and of the tensor's shape and dtype) or a new array (one of
+        4 MiB or more starts on a 2 MiB boundary, see :mod:`tensorferry._host_array`)."""
         self._check_tensor(tensor, "tensor")
         if out is None:
-            out = np.empty(tensor.shape, tensor.dtype)
+            out = new_array(tensor.shape, tensor.dtype)
         else:
             check_out_array(out, tensor.shape, tensor.dtype)
         # Writable, C-contiguous, the tensor's shape and dtype: wrapped without the

@@ -963,3 +963,27 @@ def test_environment_copies_across_devices(env: Environment, acca: Any) -> None:
     back = env.empty(3, np.int64)
     env.copy_tensors_async([targets[2]], [back]).wait()
     np.testing.assert_array_equal(back.numpy(), np.arange(3) + 2)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "aligned"),
+    [((3, 5), np.float32, False), ((1 << 20,), np.float32, True), ((1023, 1031), np.int64, True)],
+)
+def test_numpy_returns_new_arrays_large_ones_on_a_huge_page_boundary(
+    env: Environment, acca: Any, shape: tuple[int, ...], dtype: type, aligned: bool
+) -> None:
+    """``numpy()`` without ``out`` returns a new writable C-contiguous array of the
+    tensor's shape and dtype holding its data; from 4 MiB it starts on a 2 MiB
+    boundary (copy threads then fault whole huge pages, see ``_host_array``)."""
+    data = np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+    tensor = env.from_numpy(data, "acca:1")
+    np.testing.assert_array_equal(acca.read(tensor), data)
+    result = tensor.numpy()
+    assert result.shape == shape
+    assert result.dtype == dtype
+    assert result.flags.c_contiguous
+    assert result.flags.writeable
+    np.testing.assert_array_equal(result, data)
+    assert not np.shares_memory(result, tensor.numpy())
+    if aligned:
+        assert result.ctypes.data % (2 << 20) == 0
