@@ -93,13 +93,9 @@ class Request:
         poll, internal, null = native.libf.wgpuDevicePoll, gpu._internal, native.null
         if not self.status:  # else an earlier poll (see poll_ready) resolved it already
             try:
-                # Spinning polls are unchecked (wgpu-py's error capture costs more than
-                # the poll itself); a lost device fails the request, or the checked
-                # blocking poll after them.
-                spin_poll = native.raw.wgpuDevicePoll
                 end = time.perf_counter() + spin
                 while spin and not self.status and time.perf_counter() < end:
-                    spin_poll(internal, False, null)
+                    poll(internal, False, null)
                 if not self.status:
                     poll(internal, True, null)
             except Exception as exc:

@@ -145,28 +145,26 @@ def test_a_lone_download_on_a_destroyed_device_raises(
 
 
 class _PollSpy:
-    """A wgpu-native call table (checked or raw), with ``wgpuDevicePoll`` recording
-    its ``wait`` flag into a list shared by both tables."""
+    """wgpu-native's checked calls, with ``wgpuDevicePoll`` recording its ``wait`` flag."""
 
-    def __init__(self, calls: Any, waits: list[bool]) -> None:
-        self._calls = calls
-        self.waits = waits
+    def __init__(self, libf: Any) -> None:
+        self._libf = libf
+        self.waits: list[bool] = []
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._calls, name)
+        return getattr(self._libf, name)
 
     def wgpuDevicePoll(self, device: Any, wait: Any, index: Any) -> Any:
         self.waits.append(bool(wait))
-        return self._calls.wgpuDevicePoll(device, wait, index)
+        return self._libf.wgpuDevicePoll(device, wait, index)
 
 
 def _spy_polls(monkeypatch: pytest.MonkeyPatch) -> _PollSpy:
     from tensorferry_webgpu import _native
 
     native = _native._native()
-    spy = _PollSpy(native.libf, [])
+    spy = _PollSpy(native.libf)
     monkeypatch.setattr(native, "libf", spy)
-    monkeypatch.setattr(native, "raw", _PollSpy(native.raw, spy.waits))
     return spy
 
 
