@@ -17,7 +17,33 @@ from tensorferry_webgpu._waits import MapRequest, request_map
 if TYPE_CHECKING:
     import wgpu
 
-__all__ = ["BufferPool", "CacheMode", "PoolStats", "StagingPool", "StagingStats", "bucket_size"]
+__all__ = [
+    "BufferPool",
+    "CacheMode",
+    "PoolStats",
+    "StagingPool",
+    "StagingStats",
+    "bucket_size",
+    "default_cached_bytes",
+]
+
+UNIFIED_CACHED_BYTES = 256 << 20
+"""Idle buffers a unified-memory adapter's pool keeps by default (their memory is
+the host's)."""
+
+
+def default_cached_bytes(adapter_type: str) -> int | None:
+    """The default bound on a pool's idle bytes for an adapter of this type: none on
+    a discrete GPU, :data:`UNIFIED_CACHED_BYTES` elsewhere.
+
+    A discrete GPU's buffers live in its own memory, as torch's caching allocator
+    assumes: keeping them all lets a second model load reuse the first one's
+    buffers. On the H200 the bench's 300-tensor load took 108 ms with its buffers
+    made anew and 65 ms into existing ones; making its 300 buffers took 43 ms
+    (``benchmarks/probes/model_load_parts.py``). A pool that cannot make a buffer
+    destroys its idle ones and tries once more (:meth:`BufferPool.acquire`).
+    """
+    return None if adapter_type == "DiscreteGPU" else UNIFIED_CACHED_BYTES
 
 
 class CacheMode(enum.Enum):
@@ -75,7 +101,8 @@ class StagingStats:
 
 class BufferPool:
     """Device buffers of one usage, recycled by :class:`CacheMode`; at most
-    ``max_cached_bytes`` and ``max_cached_buffers`` idle buffers are kept.
+    ``max_cached_bytes`` (``None``: no bound) and ``max_cached_buffers`` idle
+    buffers are kept.
 
     Thread-safe: buffers are released from garbage-collector finalizers on any
     thread. Every buffer it makes refuses a caller's ``destroy()``
@@ -89,7 +116,7 @@ class BufferPool:
         usage: int,
         *,
         mode: CacheMode = CacheMode.BUCKET,
-        max_cached_bytes: int = 256 << 20,
+        max_cached_bytes: int | None = UNIFIED_CACHED_BYTES,
         max_cached_buffers: int = 4096,
         max_buffer_size: int = 1 << 62,
     ) -> None:
@@ -97,7 +124,7 @@ class BufferPool:
         self._max_buffer_size = max_buffer_size
         self._usage = usage
         self.mode = mode
-        self.max_cached_bytes = max_cached_bytes
+        self.max_cached_bytes = (1 << 62) if max_cached_bytes is None else max_cached_bytes
         self.max_cached_buffers = max_cached_buffers
         self._cached_buffers = 0
         self._lock = threading.Lock()
@@ -122,7 +149,12 @@ class BufferPool:
         return min(size, max(self.largest, _round4(nbytes)))
 
     def acquire(self, nbytes: int) -> wgpu.GPUBuffer:
-        """A buffer of at least ``nbytes`` (cached when possible, else new)."""
+        """A buffer of at least ``nbytes`` (cached when possible, else new).
+
+        When wgpu cannot make a new one and idle buffers are cached, they are
+        destroyed (:meth:`trim`) and the buffer is made once more; the second
+        failure's wgpu error is raised.
+        """
         size = self.capacity_for(nbytes)
         with self._lock:
             free = self._free.get(size)
@@ -133,7 +165,15 @@ class BufferPool:
                 self._live_bytes += size
                 return free.pop()
             self._misses += 1
-        buffer = guard(self._device.create_buffer(size=size, usage=self._usage))
+            idle = self._cached_bytes or self._pending
+        try:
+            buffer = self._device.create_buffer(size=size, usage=self._usage)
+        except Exception:
+            if not idle:
+                raise
+            self.trim()  # the memory idle buffers hold may be what is missing
+            buffer = self._device.create_buffer(size=size, usage=self._usage)
+        guard(buffer)
         with self._lock:
             self._live_bytes += size
         return buffer

@@ -6,7 +6,13 @@ import threading
 from typing import TYPE_CHECKING
 
 from tensorferry import ClosedError, Device, DeviceLostError, OutOfDeviceMemoryError
-from tensorferry_webgpu._buffers import BufferPool, PoolStats, StagingPool
+from tensorferry_webgpu._buffers import (
+    UNIFIED_CACHED_BYTES,
+    BufferPool,
+    PoolStats,
+    StagingPool,
+    default_cached_bytes,
+)
 from tensorferry_webgpu._copy_kernel import CopyKernel, kernel_copies_pay
 from tensorferry_webgpu._errors import translate
 from tensorferry_webgpu._guards import guard_device, mark_host_accessible
@@ -108,6 +114,10 @@ class Context:
         self.max_buffer_size = int(gpu.limits["max-buffer-size"])
         self.lock = threading.RLock()
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+        adapter_type = str(device.property("adapter_type"))
+        cached, host_cached = options.max_cached_bytes, options.max_cached_bytes
+        if cached is None:  # by adapter; host-accessible memory is the host's everywhere
+            cached, host_cached = default_cached_bytes(adapter_type), UNIFIED_CACHED_BYTES
         mappable = MAPPABLE in gpu.features
         # Slabs hold many tensors: never mappable, so neither a caller nor direct
         # mapping can map one while other tensors in it are copied.
@@ -116,28 +126,28 @@ class Context:
                 gpu,
                 usage,
                 cache_mode=options.cache_mode,
-                max_cached_bytes=options.max_cached_bytes,
+                max_cached_bytes=cached,
                 max_cached_buffers=options.max_cached_buffers,
             )
             if options.slab_max
             else None
         )
 
-        def pool(usage: int) -> BufferPool:
+        def pool(usage: int, cached: int | None) -> BufferPool:
             return BufferPool(
                 gpu,
                 usage,
                 mode=options.cache_mode,
-                max_cached_bytes=options.max_cached_bytes,
+                max_cached_bytes=cached,
                 max_cached_buffers=options.max_cached_buffers,
                 max_buffer_size=self.max_buffer_size,
             )
 
         self.mapped_storage = mappable if map_storage is None else map_storage and mappable
-        self.pool = pool(usage | MAP_USAGE if self.mapped_storage else usage)
+        self.pool = pool(usage | MAP_USAGE if self.mapped_storage else usage, cached)
         # Host-accessible memory: buffers the host maps and the device copies with.
         host_maps = MAP_READ if host_reads_map_writes(gpu.adapter) else MAP_USAGE
-        self.host_pool = pool(usage | host_maps) if mappable else None
+        self.host_pool = pool(usage | host_maps, host_cached) if mappable else None
         self.maps_open = 0
         """Storages of this context whose buffer a ``mapped()`` scope keeps mapped."""
         self.spin_wait = options.spin_wait
@@ -156,7 +166,7 @@ class Context:
         self.patcher = BytePatcher(gpu)
         self._copy_kernel: CopyKernel | None = None
         self.kernel_copies = (
-            kernel_copies_pay(str(device.property("adapter_type")))
+            kernel_copies_pay(adapter_type)
             if options.kernel_copies is None
             else options.kernel_copies
         )

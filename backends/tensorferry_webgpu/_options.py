@@ -54,7 +54,11 @@ class ContextOptions:
 
     Memory: ``cache_mode`` of the device buffer pool, which keeps at most
     ``max_cached_bytes`` and ``max_cached_buffers`` idle buffers (the count
-    bounds the host memory that many tiny idle buffers cost).
+    bounds the host memory that many tiny idle buffers cost). ``None`` (the
+    default) bounds the bytes by adapter: no bound on a discrete GPU, whose
+    pool destroys its idle buffers when it cannot make a new one, 256 MiB on
+    other adapters, whose device memory is the host's
+    (:func:`~tensorferry_webgpu._buffers.default_cached_bytes`).
 
     Slabs: device tensors of up to ``slab_max`` bytes (64 KiB by default; at
     most 1 MiB, a quarter of a 4 MiB slab) share slab buffers, back to back, so
@@ -115,7 +119,9 @@ class ContextOptions:
     """
 
     cache_mode: CacheMode = CacheMode.BUCKET
-    max_cached_bytes: int = attrs.field(default=256 << 20, validator=_at_least(0))
+    max_cached_bytes: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_at_least(0))
+    )
     max_cached_buffers: int = attrs.field(default=4096, validator=_at_least(0))
     copy_threads: int = attrs.field(factory=_default_threads, validator=_at_least(1))
     staging_chunk: int = attrs.field(default=16 << 20, validator=_multiple_of_4096)

@@ -121,8 +121,8 @@ class SlabAllocator:
 
     ``usage`` is the slab buffers' usage (device memory without map usage);
     ``cache_mode`` ``DISABLED`` destroys a slab as soon as it empties, any
-    other mode keeps up to ``max_cached_bytes`` (and :data:`CACHED_SLAB_BYTES`)
-    of idle slabs for reuse.
+    other mode keeps up to ``max_cached_bytes`` (``None``: no bound of its own)
+    and :data:`CACHED_SLAB_BYTES` of idle slabs for reuse.
     """
 
     def __init__(
@@ -131,15 +131,16 @@ class SlabAllocator:
         usage: int,
         *,
         cache_mode: CacheMode = CacheMode.BUCKET,
-        max_cached_bytes: int = CACHED_SLAB_BYTES,
+        max_cached_bytes: int | None = CACHED_SLAB_BYTES,
         max_cached_buffers: int = 4096,
     ) -> None:
         disabled = cache_mode is CacheMode.DISABLED
+        cached = CACHED_SLAB_BYTES if max_cached_bytes is None else max_cached_bytes
         self._pool = BufferPool(
             device,
             usage,
             mode=CacheMode.DISABLED if disabled else CacheMode.BUCKET,
-            max_cached_bytes=min(max_cached_bytes, CACHED_SLAB_BYTES),
+            max_cached_bytes=min(cached, CACHED_SLAB_BYTES),
             max_cached_buffers=max_cached_buffers,
         )
         self._strides: dict[int, _Stride] = {}

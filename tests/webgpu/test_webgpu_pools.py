@@ -17,7 +17,7 @@ import pytest
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
-from tensorferry_webgpu._buffers import BufferPool
+from tensorferry_webgpu._buffers import UNIFIED_CACHED_BYTES, BufferPool, default_cached_bytes
 
 CacheMode = tw.CacheMode
 
@@ -259,6 +259,80 @@ def test_cached_bytes_respect_the_cap(
     again = [allocate(env, device, 2048) for _ in range(3)]
     assert stats(env, device).hits == 2
     assert len({id(tw.buffer_of(t)[0]) for t in again}) == 3
+
+
+def test_default_cache_bound_follows_the_adapter(
+    pool_env: Callable[..., tuple[tf.Environment, tf.Device]],
+) -> None:
+    """``max_cached_bytes=None`` keeps every idle buffer on a discrete GPU and 256 MiB
+    on other adapters; host-accessible memory, the host's, keeps 256 MiB on all."""
+    assert default_cached_bytes("DiscreteGPU") is None
+    for other in ("CPU", "IntegratedGPU", "VirtualGPU", "Unknown"):
+        assert default_cached_bytes(other) == UNIFIED_CACHED_BYTES == 256 << 20
+    env, device = pool_env(CacheMode.BUCKET)
+    context = tw.backend_of(env).context(device)
+    discrete = device.property("adapter_type") == "DiscreteGPU"
+    assert context.pool.max_cached_bytes == ((1 << 62) if discrete else UNIFIED_CACHED_BYTES)
+    if context.host_pool is not None:
+        assert context.host_pool.max_cached_bytes == UNIFIED_CACHED_BYTES
+    env, device = pool_env(CacheMode.BUCKET, max_cached_bytes=12345)
+    context = tw.backend_of(env).context(device)
+    assert context.pool.max_cached_bytes == 12345
+    if context.host_pool is not None:
+        assert context.host_pool.max_cached_bytes == 12345
+
+
+class _RefusesOnce:
+    """A wgpu device whose next ``create_buffer`` fails as an exhausted device's would."""
+
+    def __init__(self, gpu: Any, failures: int) -> None:
+        self._gpu = gpu
+        self.failures = failures
+        self.calls = 0
+
+    def create_buffer(self, **kwargs: Any) -> Any:
+        import wgpu
+
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise wgpu.GPUOutOfMemoryError("planted: not enough memory left")
+        return self._gpu.create_buffer(**kwargs)
+
+
+def test_pool_destroys_idle_buffers_and_retries_when_a_buffer_cannot_be_made(
+    env: tf.Environment, device: tf.Device, destroyed_buffers: list[Any]
+) -> None:
+    """A failed allocation with idle buffers cached destroys them and makes the buffer
+    once more; with none cached, or failing again, wgpu's error comes out."""
+    import wgpu
+
+    gpu = tw.backend_of(env).context(device).gpu
+    refusing = _RefusesOnce(gpu, failures=0)
+    pool = BufferPool(refusing, wgpu.BufferUsage.COPY_DST, max_cached_bytes=None)  # type: ignore[arg-type]
+    try:
+        idle = [pool.acquire(4096) for _ in range(3)]
+        for buffer in idle:
+            pool.release(buffer)
+        assert pool.stats().cached_buffers == 3
+        refusing.failures = 1
+        made = pool.acquire(1 << 20)
+        assert made.size >= 1 << 20
+        assert refusing.calls == 5, "one failed try, then one more"
+        assert all(destroyed_any(destroyed_buffers, b) for b in idle)
+        assert (pool.stats().cached_buffers, pool.stats().cached_bytes) == (0, 0)
+        pool.release(made)
+        refusing.failures = 2
+        with pytest.raises(wgpu.GPUOutOfMemoryError, match="planted"):
+            pool.acquire(8192)  # idle memory freed, and still none: the error
+        assert refusing.calls == 7
+        assert destroyed_any(destroyed_buffers, made)
+        refusing.failures = 1
+        with pytest.raises(wgpu.GPUOutOfMemoryError, match="planted"):
+            pool.acquire(8192)  # nothing idle to free: no second try
+        assert refusing.calls == 8
+    finally:
+        pool.close()
 
 
 def test_zero_cap_caches_nothing(
