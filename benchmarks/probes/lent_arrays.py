@@ -64,65 +64,68 @@ class Mapped:
 
 
 def main() -> None:
-    """Print one line per size and way."""
+    """Print one block of lines per size."""
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 7
     sizes = [parse_size(s) for s in sys.argv[2:]] or [4 << 10, 501 << 10, 4 << 20, 1 << 30]
     with tf.Environment() as env:
         device = env.device("webgpu")
         print(f"# {device}; medians of {rounds}")
         for nbytes in sizes:
-            data = np.random.default_rng(nbytes).integers(0, 255, nbytes, np.uint8)
-            tensor = env.from_numpy(data, device)
-            storage = tensor.storage
-            context = storage.context  # type: ignore[attr-defined]
-            gpu, queue, source = context.gpu, context.queue, storage.buffer  # type: ignore[attr-defined]
-            offset = storage.base + tensor.offset  # type: ignore[attr-defined]
-            reused = Mapped(gpu, nbytes)
-            destroys: list[float] = []
+            _measure(env, device, nbytes, rounds)
 
-            def fresh() -> Bytes:
-                mapped = Mapped(gpu, nbytes)
-                array = mapped.fill_from(source, offset, queue)
-                assert array[-1] == data[-1]
-                del array
-                start = time.perf_counter()
-                mapped.buffer.unmap()
-                mapped.buffer.destroy()
-                destroys.append(time.perf_counter() - start)
-                return data
 
-            ways: dict[str, Callable[[], object]] = {
-                "numpy()": tensor.numpy,
-                "fresh buffer": fresh,
-                "reused buffer": lambda: reused.fill_from(source, offset, queue),
-            }
-            times: dict[str, list[float]] = {name: [] for name in ways}
-            for way in ways.values():
-                way()
-            for _ in range(rounds):
-                for name, way in ways.items():
-                    start = time.perf_counter()
-                    result = way()
-                    times[name].append(time.perf_counter() - start)
-                    del result
-            for name, values in times.items():
-                print(f"{nbytes:>11} {name:<14} {_show(nbytes, values)}")
-            print(f"{nbytes:>11} {'destroy':<14} {np.median(destroys) * 1e6:9.1f} us")
-            lent = reused.fill_from(source, offset, queue)
-            assert np.array_equal(lent, data), "the mapped bytes differ from the data"
-            own = tensor.numpy()
-            for name, array in (("read numpy()", own), ("read mapped", lent)):
-                words = array[: nbytes - nbytes % 8].view(np.uint64)
-                words.sum()
-                start = time.perf_counter()
-                for _ in range(3):
-                    words.sum()
-                rate = 3 * words.nbytes / (time.perf_counter() - start) / 1e9
-                print(f"{nbytes:>11} {name:<14} {rate:9.2f} GB/s")
-            del lent, own
-            reused.buffer.unmap()
-            reused.buffer.destroy()
-            del tensor
+def _measure(env: tf.Environment, device: tf.Device, nbytes: int, rounds: int) -> None:
+    data = np.random.default_rng(nbytes).integers(0, 255, nbytes, np.uint8)
+    tensor = env.from_numpy(data, device)
+    storage = tensor.storage
+    context = storage.context  # type: ignore[attr-defined]
+    gpu, queue, source = context.gpu, context.queue, storage.buffer  # type: ignore[attr-defined]
+    offset = storage.base + tensor.offset  # type: ignore[attr-defined]
+    reused = Mapped(gpu, nbytes)
+    destroys: list[float] = []
+
+    def fresh() -> Bytes:
+        mapped = Mapped(gpu, nbytes)
+        array = mapped.fill_from(source, offset, queue)
+        assert array[-1] == data[-1]
+        del array
+        start = time.perf_counter()
+        mapped.buffer.unmap()
+        mapped.buffer.destroy()
+        destroys.append(time.perf_counter() - start)
+        return data
+
+    ways: dict[str, Callable[[], object]] = {
+        "numpy()": tensor.numpy,
+        "fresh buffer": fresh,
+        "reused buffer": lambda: reused.fill_from(source, offset, queue),
+    }
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for way in ways.values():
+        way()
+    for _ in range(rounds):
+        for name, way in ways.items():
+            start = time.perf_counter()
+            result = way()
+            times[name].append(time.perf_counter() - start)
+            del result
+    for name, values in times.items():
+        print(f"{nbytes:>11} {name:<14} {_show(nbytes, values)}")
+    print(f"{nbytes:>11} {'destroy':<14} {np.median(destroys) * 1e6:9.1f} us")
+    lent = reused.fill_from(source, offset, queue)
+    assert np.array_equal(lent, data), "the mapped bytes differ from the data"
+    own = tensor.numpy()
+    for name, array in (("read numpy()", own), ("read mapped", lent)):
+        words = array[: nbytes - nbytes % 8].view(np.uint64)
+        words.sum()
+        start = time.perf_counter()
+        for _ in range(3):
+            words.sum()
+        rate = 3 * words.nbytes / (time.perf_counter() - start) / 1e9
+        print(f"{nbytes:>11} {name:<14} {rate:9.2f} GB/s")
+    del lent, own
+    reused.buffer.unmap()
+    reused.buffer.destroy()
 
 
 def _show(nbytes: int, values: list[float]) -> str:
