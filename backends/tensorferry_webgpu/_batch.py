@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from tensorferry_webgpu._context import Context
     from tensorferry_webgpu._storage import WebGPUStorage
 
-__all__ = ["FEW_OPS", "download_alone", "run_batch"]
+__all__ = ["FEW_OPS", "download_alone", "run_batch", "uploads_alone"]
 
 FEW_OPS = 8
 """Batches of at most this many ops upload small tensors by ``write_buffer`` each:
@@ -53,6 +53,9 @@ def run_batch(context: Context, ops: Sequence[Op]) -> None:
         batch: _Batch | None = None
         try:
             if len(ops) == 1 and type(ops[0]) in (Download, Upload) and _alone(context, ops[0]):
+                context.pool.end_batch()
+                return
+            if len(ops) <= FEW_OPS and uploads_alone(context, ops):
                 context.pool.end_batch()
                 return
             batch = _Batch(context, few=len(ops) <= FEW_OPS)
@@ -89,6 +92,33 @@ def upload_alone(context: Context, op: Upload) -> bool:
     write_buffer(context.queue, buffer, offset, op.flat[first : first + n])
     if context.defer_writes(n):
         context.queue.submit([])
+    return True
+
+
+def uploads_alone(context: Context, ops: Sequence[Op]) -> bool:
+    """Write a few uploads by one native ``write_buffer`` each when every one is what
+    :func:`upload_alone` takes, in order, as the batch would, without the batch,
+    queue and stager around them (a decode step's inputs in one ``copy_tensors``).
+
+    Returns False, having done nothing, when an op is not such an upload. Call
+    under the context's lock. Raises wgpu's errors untranslated.
+    """
+    small = context.options.small_upload
+    writes: list[tuple[wgpu.GPUBuffer, Upload]] = []
+    for op in ops:
+        if type(op) is not Upload:
+            return False
+        offset, n, buffer = op.offset, op.nbytes, op.target.buffer
+        if (offset | n) & 3 or n > small or buffer is None or maps_directly(context, buffer, n):
+            return False
+        writes.append((buffer, op))
+    queue, written = context.queue, 0
+    for buffer, upload in writes:
+        first, n = upload.first, upload.nbytes
+        write_buffer(queue, buffer, upload.offset, upload.flat[first : first + n])
+        written += n
+    if context.defer_writes(written):
+        queue.submit([])
     return True
 
 

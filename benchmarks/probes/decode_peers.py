@@ -59,7 +59,8 @@ def _tensorferry_step() -> Callable[[], None]:
         logits.numpy(out=out)
 
     step()
-    assert out[0, -1] == VOCAB - 1 and devs[2].numpy()[0, 0] == 3
+    assert out[0, -1] == VOCAB - 1
+    assert devs[2].numpy()[0, 0] == 3
     _tensorferry_step.device_name = device.name  # type: ignore[attr-defined]
     return step
 

@@ -1,6 +1,7 @@
-"""A batch of one small download or upload skips the batch machinery
-(``download_alone`` / ``upload_alone`` in ``_batch.py``): same bytes, same
-staging discipline, same errors as the batch path it stands in for."""
+"""A batch of one small download or upload, or of a few small uploads, skips the
+batch machinery (``download_alone`` / ``upload_alone`` / ``uploads_alone`` in
+``_batch.py``): same bytes, same staging discipline, same errors as the batch
+path it stands in for."""
 
 from __future__ import annotations
 
@@ -112,6 +113,36 @@ def test_a_lone_upload_is_byte_exact(
     expected[start : start + size] = data
     np.testing.assert_array_equal(tensor.numpy(), expected)
     assert seen == [alone]
+
+
+def test_a_few_small_uploads_are_written_alone_in_order(
+    fresh_env: tf.Environment, webgpu_index: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to FEW_OPS whole-word uploads in one batch go by write_buffer each, in the
+    batch's order (a later pair into the same bytes wins); a batch holding a ragged
+    upload or a download takes the batch path, with the same result."""
+    env = fresh_env
+    device = env.device(f"webgpu:{webgpu_index}")
+    tensor = env.from_numpy(np.full(64, 0xEE, np.uint8), device)
+    inputs = [env.empty((1, 1), np.int64, device) for _ in range(3)]
+    values = [env.from_numpy(np.array([[i + 10]], np.int64)) for i in range(3)]
+    seen = _count(monkeypatch, "uploads_alone")
+    first, second = env.from_numpy(np.full(8, 1, np.uint8)), env.from_numpy(np.full(8, 2, np.uint8))
+    env.copy_tensors([*values, first, second], [*inputs, tensor[8:16], tensor[8:16]])
+    assert seen == [True]
+    assert [int(t.numpy()[0, 0]) for t in inputs] == [10, 11, 12]
+    expected = np.full(64, 0xEE, np.uint8)
+    expected[8:16] = 2
+    np.testing.assert_array_equal(tensor.numpy(), expected)
+    ragged = env.from_numpy(np.full(3, 7, np.uint8))
+    host = np.zeros(8, np.uint8)
+    env.copy_tensors([values[0], ragged], [inputs[0], tensor[1:4]])
+    env.copy_tensors([values[1], tensor[8:16]], [inputs[1], env.from_numpy(host, copy=False)])
+    assert seen == [True, False, False]
+    expected[1:4] = 7
+    np.testing.assert_array_equal(tensor.numpy(), expected)
+    np.testing.assert_array_equal(host, np.full(8, 2, np.uint8))
+    assert [int(t.numpy()[0, 0]) for t in inputs] == [10, 11, 12]
 
 
 LOST = """
