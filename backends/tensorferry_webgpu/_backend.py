@@ -227,6 +227,20 @@ class WebGPUBackend:
         """Counters of the device buffer pool of ``device``'s context."""
         return self.context(device).pool_stats()
 
+    def empty_cache(self, device: Device) -> int:
+        """Destroy the idle buffers that ``device``'s context keeps for reuse (its
+        device memory, slabs and host-accessible memory), as ``torch.cuda.empty_cache``
+        does; tensors in use keep theirs. Returns the bytes released (0 where no
+        context is open: nothing is opened for it). Raises
+        :class:`~tensorferry.UnknownDeviceError` for a device of another backend.
+        """
+        if not self.owns(device):
+            raise UnknownDeviceError(f"{device} is not a device of this webgpu backend")
+        context = self._contexts.get(device.index)
+        if context is None or context.closed or context.lost:
+            return 0
+        return context.empty_cache()
+
     def staging_stats(self, device: Device) -> tuple[StagingStats, StagingStats]:
         """Counters of ``device``'s upload and download staging pools."""
         context = self.context(device)

@@ -207,16 +207,18 @@ class BufferPool:
         for buffer in pending:
             destroy(buffer)
 
-    def trim(self) -> None:
-        """Destroy every cached buffer."""
+    def trim(self) -> int:
+        """Destroy every cached buffer; return the bytes they held."""
         with self._lock:
             free = [b for buffers in self._free.values() for b in buffers]
+            freed = self._cached_bytes
             self._free.clear()
             self._cached_bytes = 0
             self._cached_buffers = 0
         for buffer in free:
             destroy(buffer)
         self.end_batch()
+        return freed
 
     def stats(self) -> PoolStats:
         """A snapshot of the counters."""

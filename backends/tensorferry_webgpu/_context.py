@@ -359,3 +359,13 @@ class Context:
     def pool_stats(self) -> PoolStats:
         """Counters of the device buffer pool."""
         return self.pool.stats()
+
+    def empty_cache(self) -> int:
+        """Destroy the idle buffers the pools keep for reuse (device memory, slabs and
+        host-accessible memory); return the bytes they held."""
+        freed = self.pool.trim()
+        if self.slabs is not None:
+            freed += self.slabs.trim()
+        if self.host_pool is not None:
+            freed += self.host_pool.trim()
+        return freed

@@ -202,6 +202,10 @@ class SlabAllocator:
         self._settle()
         return stats
 
+    def trim(self) -> int:
+        """Destroy the idle slab buffers kept for reuse; return the bytes they held."""
+        return self._pool.trim()
+
     def close(self) -> None:
         """Destroy idle slab buffers; slabs still in use are destroyed when they empty,
         and :meth:`acquire` raises :class:`~tensorferry.ClosedError` from now on."""

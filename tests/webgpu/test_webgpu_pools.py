@@ -335,6 +335,33 @@ def test_pool_destroys_idle_buffers_and_retries_when_a_buffer_cannot_be_made(
         pool.close()
 
 
+def test_empty_cache_destroys_idle_buffers_and_keeps_live_ones(
+    pool_env: Callable[..., tuple[tf.Environment, tf.Device]], destroyed_buffers: list[Any]
+) -> None:
+    """``empty_cache`` destroys what the pool keeps for reuse and returns its bytes;
+    live tensors keep their buffers and data; an unopened device releases nothing."""
+    env, device = pool_env(CacheMode.BUCKET)
+    backend = tw.backend_of(env)
+    assert backend.empty_cache(device) == 0, "no context is opened for it"
+    assert backend.pool_stats(device).live_bytes == 0
+    kept = env.from_numpy(np.arange(256, dtype=np.uint8), device)
+    freed = [allocate(env, device, n) for n in (1000, 5000)]
+    buffers = [tw.buffer_of(t)[0] for t in freed]
+    del freed
+    gc.collect()
+    cached = stats(env, device).cached_bytes
+    assert cached == sum(b.size for b in buffers)
+    assert backend.empty_cache(device) == cached
+    assert all(destroyed_any(destroyed_buffers, b) for b in buffers)
+    assert (stats(env, device).cached_bytes, stats(env, device).cached_buffers) == (0, 0)
+    assert not destroyed_any(destroyed_buffers, tw.buffer_of(kept)[0])
+    np.testing.assert_array_equal(kept.numpy(), np.arange(256, dtype=np.uint8))
+    assert backend.empty_cache(device) == 0
+    other = tf.Device("webgpu", 99, name="not this backend's")
+    with pytest.raises(tf.UnknownDeviceError):
+        backend.empty_cache(other)
+
+
 def test_zero_cap_caches_nothing(
     pool_env: Callable[..., tuple[tf.Environment, tf.Device]], destroyed_buffers: list[Any]
 ) -> None:
