@@ -23,6 +23,24 @@ def median_seconds(work: Callable[[], object], repeats: int = 7) -> float:
     return float(np.median(times))
 
 
+def alternating_seconds(
+    ways: dict[str, Callable[[], object]], rounds: int
+) -> dict[str, list[float]]:
+    """Wall times of each way over ``rounds`` rounds, the ways taking turns within
+    a round (so that drift hits every way alike), after one untimed run of each.
+    A way's result is dropped before the next way runs."""
+    for way in ways.values():
+        way()
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, way in ways.items():
+            start = time.perf_counter()
+            result = way()
+            times[name].append(time.perf_counter() - start)
+            del result
+    return times
+
+
 def large_device(token: str) -> tuple[wgpu.GPUAdapter, wgpu.GPUDevice]:
     """The first adapter whose summary contains ``token`` (any case; "" takes the
     first), and a device of it allowed the adapter's largest buffers and bindings."""

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import mmap
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
+from _median import alternating_seconds
 
 import tensorferry as tf
 
@@ -62,16 +62,8 @@ def main() -> None:
             "numpy(out=new mmap + MADV_HUGEPAGE)": lambda: tensor.numpy(out=huge_mmap(nbytes)),
             "numpy(out=touched)": lambda: tensor.numpy(out=touched),
         }
-        rates: dict[str, list[float]] = {name: [] for name in ways}
-        for way in ways.values():
-            way()
-        for _ in range(rounds):
-            for name, way in ways.items():
-                start = time.perf_counter()
-                result = way()
-                rates[name].append(nbytes / (time.perf_counter() - start) / 1e9)
-                del result
-        for name, values in rates.items():
+        for name, seconds in alternating_seconds(ways, rounds).items():
+            values = [nbytes / s / 1e9 for s in seconds]
             print(f"{name}: {np.median(values):.1f} GB/s ({', '.join(f'{v:.1f}' for v in values)})")
         assert np.array_equal(tensor.numpy(out=aligned_empty(nbytes)), data)
 

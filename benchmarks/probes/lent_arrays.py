@@ -29,6 +29,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 import wgpu
+from _median import alternating_seconds
 
 import tensorferry as tf
 from tensorferry_webgpu import _native, _waits
@@ -100,15 +101,7 @@ def _measure(env: tf.Environment, device: tf.Device, nbytes: int, rounds: int) -
         "fresh buffer": fresh,
         "reused buffer": lambda: reused.fill_from(source, offset, queue),
     }
-    times: dict[str, list[float]] = {name: [] for name in ways}
-    for way in ways.values():
-        way()
-    for _ in range(rounds):
-        for name, way in ways.items():
-            start = time.perf_counter()
-            result = way()
-            times[name].append(time.perf_counter() - start)
-            del result
+    times = alternating_seconds(ways, rounds)
     for name, values in times.items():
         print(f"{nbytes:>11} {name:<14} {_show(nbytes, values)}")
     print(f"{nbytes:>11} {'destroy':<14} {np.median(destroys) * 1e6:9.1f} us")

@@ -20,10 +20,10 @@ import cProfile
 import itertools
 import pstats
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
+from _median import alternating_seconds
 
 import tensorferry as tf
 from tensorferry.bench._suites import ModelLoad
@@ -68,15 +68,7 @@ def main() -> None:
             "into existing": into_existing,
             "one tensor": one_tensor,
         }
-        times: dict[str, list[float]] = {name: [] for name in ways}
-        for way in ways.values():
-            way()
-        for _ in range(rounds):
-            for name, way in ways.items():
-                start = time.perf_counter()
-                result = way()
-                times[name].append(time.perf_counter() - start)
-                del result
+        times = alternating_seconds(ways, rounds)
         for name, values in times.items():
             seconds = float(np.median(values))
             spread = ", ".join(f"{total / v / 1e9:.1f}" for v in values)
