@@ -22,7 +22,7 @@ LAYERS = [
     {"_slabs"},
     {"_options"},
     {"_context"},
-    {"_mapping"},
+    {"_mapping", "_opening"},
     {"_storage", "_queue"},
     {"_ops"},
     {"_stream"},
