@@ -52,10 +52,11 @@ def run_batch(context: Context, ops: Sequence[Op]) -> None:
         context.check_usable()
         batch: _Batch | None = None
         try:
-            if len(ops) == 1 and type(ops[0]) in (Download, Upload) and _alone(context, ops[0]):
-                context.pool.end_batch()
-                return
-            if len(ops) <= FEW_OPS and uploads_alone(context, ops):
+            if len(ops) == 1:
+                alone = type(ops[0]) in (Download, Upload) and _alone(context, ops[0])
+            else:  # a lone op that _alone declined is no more welcome here
+                alone = len(ops) <= FEW_OPS and uploads_alone(context, ops)
+            if alone:
                 context.pool.end_batch()
                 return
             batch = _Batch(context, few=len(ops) <= FEW_OPS)
@@ -83,16 +84,23 @@ def upload_alone(context: Context, op: Upload) -> bool:
     Returns False, having done nothing, when ``op`` needs more. Call under the
     context's lock. Raises wgpu's errors untranslated (the caller translates them).
     """
-    offset, n, buffer = op.offset, op.nbytes, op.target.buffer
-    if (offset | n) & 3 or n > context.options.small_upload or buffer is None:
+    buffer = _written_alone(context, op)
+    if buffer is None:
         return False
-    if maps_directly(context, buffer, n):
-        return False
-    first = op.first
-    write_buffer(context.queue, buffer, offset, op.flat[first : first + n])
+    first, n = op.first, op.nbytes
+    write_buffer(context.queue, buffer, op.offset, op.flat[first : first + n])
     if context.defer_writes(n):
         context.queue.submit([])
     return True
+
+
+def _written_alone(context: Context, op: Upload) -> wgpu.GPUBuffer | None:
+    """The destination buffer when ``op`` is small, whole 4-byte words and not mapped
+    directly (one ``write_buffer`` does it), else None."""
+    offset, n, buffer = op.offset, op.nbytes, op.target.buffer
+    if (offset | n) & 3 or n > context.options.small_upload or buffer is None:
+        return None
+    return None if maps_directly(context, buffer, n) else buffer
 
 
 def uploads_alone(context: Context, ops: Sequence[Op]) -> bool:
@@ -103,15 +111,12 @@ def uploads_alone(context: Context, ops: Sequence[Op]) -> bool:
     Returns False, having done nothing, when an op is not such an upload. Call
     under the context's lock. Raises wgpu's errors untranslated.
     """
-    small = context.options.small_upload
     writes: list[tuple[wgpu.GPUBuffer, Upload]] = []
     for op in ops:
-        if type(op) is not Upload:
+        buffer = _written_alone(context, op) if type(op) is Upload else None
+        if buffer is None:
             return False
-        offset, n, buffer = op.offset, op.nbytes, op.target.buffer
-        if (offset | n) & 3 or n > small or buffer is None or maps_directly(context, buffer, n):
-            return False
-        writes.append((buffer, op))
+        writes.append((buffer, op))  # type: ignore[arg-type]
     queue, written = context.queue, 0
     for buffer, upload in writes:
         first, n = upload.first, upload.nbytes

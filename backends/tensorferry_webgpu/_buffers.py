@@ -165,7 +165,7 @@ class BufferPool:
                 self._live_bytes += size
                 return free.pop()
             self._misses += 1
-            idle = self._cached_bytes or self._pending
+            idle = bool(self._cached_bytes or self._pending)
         try:
             buffer = self._device.create_buffer(size=size, usage=self._usage)
         except Exception:
