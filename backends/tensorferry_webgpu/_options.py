@@ -69,8 +69,11 @@ class ContextOptions:
     Staging: ``staging_chunk`` bytes per staging buffer and at most
     ``staging_chunks`` per direction; pieces packed into a chunk start at
     multiples of ``pack_alignment``; a lone upload of up to ``small_upload``
-    bytes goes through ``queue.write_buffer`` (as fast or faster up to 16 MiB on
-    lavapipe and the H100); large downloads keep ``downloads_ahead`` chunk
+    bytes (4 MiB) goes through ``queue.write_buffer``, which copies it on the
+    calling thread; a larger one is copied into a staging chunk by the copy
+    threads (on the H200 a lone 16 MiB upload until landed took 1.06-1.24 ms by
+    ``write_buffer`` and 0.80-0.92 ms staged, 4 MiB was level:
+    ``benchmarks/probes/mid_sizes.py``); large downloads keep ``downloads_ahead`` chunk
     copies in flight beyond those being drained (wgpu-native's blocking poll
     waits for the whole queue, so a short queue lets chunk k map while k+1 copies).
 
@@ -129,7 +132,7 @@ class ContextOptions:
         default=attrs.Factory(_default_chunks, takes_self=True), validator=_at_least(2)
     )
     pack_alignment: int = attrs.field(default=16, validator=_power_of_two_from_8)
-    small_upload: int = attrs.field(default=16 << 20, validator=_at_least(0))
+    small_upload: int = attrs.field(default=4 << 20, validator=_at_least(0))
     downloads_ahead: int = attrs.field(default=2, validator=_at_least(1))
     map_storage: bool | None = None
     host_accessible: bool | None = None
