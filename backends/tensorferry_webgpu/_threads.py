@@ -20,9 +20,16 @@ from queue import SimpleQueue
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["AsyncBatch", "BatchThread", "CopyJob", "CopyThreads"]
+__all__ = ["PART_MIN", "AsyncBatch", "BatchThread", "CopyJob", "CopyThreads"]
 
 Bytes = npt.NDArray[np.uint8]
+
+PART_MIN = 2 << 20
+"""The smallest part :meth:`CopyThreads.copy` hands a thread. Waking a copy thread
+that has slept costs 8-170 us on the H200 host, about what it copies in 1-2 MiB
+(``benchmarks/probes/wake_latency.py``); parts of at least 2 MiB instead of 1 MiB
+took 2-16 MiB downloads and staged uploads 0-10 % faster there
+(``benchmarks/probes/split_copies.py``)."""
 
 
 class CopyJob:
@@ -105,9 +112,10 @@ class CopyThreads:
 
     def copy(self, dst: Bytes, src: Bytes, parallel_min: int) -> None:
         """``dst[...] = src``, split over the threads from ``parallel_min`` bytes (in
-        4 KiB-aligned parts of at least 1 MiB), on the calling thread below that."""
+        4 KiB-aligned parts of at least :data:`PART_MIN`), on the calling thread below
+        that."""
         n = dst.nbytes
-        parts = min(self.count, n >> 20) if n >= parallel_min else 1
+        parts = min(self.count, n // PART_MIN) if n >= parallel_min else 1
         if parts < 2:
             np.copyto(dst, src)
             return
