@@ -73,8 +73,8 @@ class ContextOptions:
     calling thread; a larger one is copied into a staging chunk by the copy
     threads (on the H200 a lone 16 MiB upload until landed took 1.06-1.24 ms by
     ``write_buffer`` and 0.80-0.92 ms staged, 4 MiB was level:
-    ``benchmarks/probes/mid_sizes.py``); large downloads keep ``downloads_ahead`` chunk
-    copies in flight beyond those being drained (wgpu-native's blocking poll
+    ``benchmarks/probes/mid_sizes.py``); large downloads keep ``downloads_ahead``
+    chunk copies in flight beyond those being drained (wgpu-native's blocking poll
     waits for the whole queue, so a short queue lets chunk k map while k+1 copies).
 
     Host-accessible memory: ``host_accessible=None`` (the default) offers a
@@ -97,7 +97,9 @@ class ContextOptions:
 
     Host copies: ``copy_threads`` threads copy into and out of mapped memory
     (numpy releases the GIL); copies below ``parallel_min`` bytes stay on the
-    calling thread; streams hand the threads parts of ``copy_part`` bytes. The
+    calling thread, larger ones are split into parts of at least 2 MiB
+    (``_threads.PART_MIN``: waking a thread costs about what it copies in 1-2
+    MiB); streams hand the threads parts of ``copy_part`` bytes. The
     default is one thread per core up to 8 cores, then three quarters of the
     cores, at most 12: on the 16-core H200 host 12 threads took a 1 GiB
     ``Tensor.numpy()`` into a new array (page faults included) from 15.6-17.7

@@ -1,7 +1,8 @@
 """Where uploads are staged: host bytes into a device buffer, through staging memory.
 
 * A lone aligned upload of up to ``small_upload`` bytes goes through
-  ``queue.write_buffer`` (the fastest way for one tensor).
+  ``queue.write_buffer`` (one copy on the calling thread: the fastest way up to
+  a few MiB); a larger one is packed into staging by the copy threads.
 * In a batch, pieces are packed back to back into pooled ``MAP_WRITE``
   chunks, each piece one ``copy_buffer_to_buffer``: many small tensors cost
   one submit. A full chunk is submitted at once, so the device copies it
