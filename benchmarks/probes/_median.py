@@ -1,5 +1,6 @@
-"""What the probes share: one timing helper, and a wgpu device with the adapter's
-largest buffers."""
+"""What the probes share: timing helpers, the adapter or tensorferry device a
+probe's TOKEN argument names, and a wgpu device with the adapter's largest
+buffers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import wgpu
 
+import tensorferry as tf
 import tensorferry_webgpu as tw
 
 
@@ -41,10 +43,28 @@ def alternating_seconds(
     return times
 
 
+def adapter_named(token: str) -> wgpu.GPUAdapter:
+    """The first WebGPU adapter whose summary contains ``token`` (any case; "" takes
+    the first)."""
+    return next(a for a in tw.adapters() if token.lower() in a.summary.lower())
+
+
+def webgpu_device(env: tf.Environment, token: str) -> tf.Device:
+    """The first WebGPU device of ``env`` with default memory whose name contains
+    ``token`` (any case; "" takes the first)."""
+    return next(
+        d
+        for d in env.devices()
+        if d.backend == "webgpu"
+        and d.memory is tf.MemoryKind.DEFAULT
+        and token.lower() in d.name.lower()
+    )
+
+
 def large_device(token: str) -> tuple[wgpu.GPUAdapter, wgpu.GPUDevice]:
     """The first adapter whose summary contains ``token`` (any case; "" takes the
     first), and a device of it allowed the adapter's largest buffers and bindings."""
-    adapter = next(a for a in tw.adapters() if token.lower() in a.summary.lower())
+    adapter = adapter_named(token)
     limits = adapter.limits
     gpu = adapter.request_device_sync(
         required_limits={

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from _median import webgpu_device
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
@@ -38,12 +39,6 @@ from tensorferry_webgpu import _batch, _native, _waits
 
 VOCAB = 128256
 PHASES = ("write_buffer x3", "submit", "request map", "wait", "copy out+unmap", "total")
-
-
-def _device(env: tf.Environment, token: str) -> tf.Device:
-    return next(
-        d for d in env.devices() if d.backend == "webgpu" and token.lower() in d.name.lower()
-    )
 
 
 class Step:
@@ -124,7 +119,7 @@ def _print(name: str, samples: list[float]) -> None:
 def interleaved(token: str, runs: int) -> None:
     """tensorferry's step and download and the hand-made step, round after round."""
     with tf.Environment() as env:
-        device = _device(env, token)
+        device = webgpu_device(env, token)
         print(f"# {device} {device.name}; p50 / p90 us over {runs} interleaved rounds")
         step = Step(env, device)
         hand = by_hand(env, device, step)
@@ -173,7 +168,7 @@ def blocks(token: str, runs: int, spin_wait: float) -> None:
     with ``ContextOptions(spin_wait=...)``."""
     with tf.Environment(backends=[]) as env:
         env.register_backend("webgpu", tw.WebGPUBackend(tw.ContextOptions(spin_wait=spin_wait)))
-        step = Step(env, _device(env, token))
+        step = Step(env, webgpu_device(env, token))
         for name, work in (("step", step.step), ("down", step.down)):
             samples = []
             for round_ in range(runs + 50):

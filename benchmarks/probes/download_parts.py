@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 import wgpu
+from _median import webgpu_device
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
@@ -79,9 +80,7 @@ def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     token = args[0] if args else ""
     with tf.Environment() as env:
-        device = next(
-            d for d in env.devices() if d.backend == "webgpu" and token.lower() in d.name.lower()
-        )
+        device = webgpu_device(env, token)
         gpu = tw.backend_of(env).context(device).gpu
         print(f"# {device} {device.name}; p50 us over {RUNS} runs")
         print("size | " + " | ".join(PHASES) + " | tensorferry")

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import wgpu
+from _median import adapter_named, webgpu_device
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
@@ -103,7 +104,7 @@ def _raw_round(
 
 def raw(token: str, rounds: int) -> None:
     """Part 1: host copies into and out of mapped staging memory."""
-    adapter = next(a for a in tw.adapters() if token.lower() in a.summary.lower())
+    adapter = adapter_named(token)
     gpu = adapter.request_device_sync()
     print(f"# part 1: {adapter.summary}; median us of {rounds} map cycles")
     usage = wgpu.BufferUsage
@@ -144,13 +145,7 @@ def measured(name: str, options: tw.ContextOptions, token: str, rounds: int) -> 
     """Part 2: one context's upload-until-landed and download p50 at every size."""
     with tf.Environment(backends=[]) as env:
         env.register_backend("webgpu", tw.WebGPUBackend(options))
-        device = next(
-            d
-            for d in env.devices()
-            if d.backend == "webgpu"
-            and d.memory is tf.MemoryKind.DEFAULT
-            and token.lower() in d.name.lower()
-        )
+        device = webgpu_device(env, token)
         cells = []
         for n in SIZES:
             data = np.random.default_rng(n).integers(0, 255, n, dtype=np.uint8)

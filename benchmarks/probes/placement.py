@@ -24,9 +24,8 @@ from functools import partial
 
 import numpy as np
 import wgpu
-from _median import median_seconds
+from _median import adapter_named, median_seconds
 
-import tensorferry_webgpu as tw
 from tensorferry_webgpu import _native, _waits
 
 SIZE = 64 << 20
@@ -57,7 +56,7 @@ def host_rate(copy: Callable[[], object], nbytes: int) -> str:
 def main() -> None:
     """Print one line per usage."""
     token = sys.argv[1] if len(sys.argv) > 1 else ""
-    adapter = next(a for a in tw.adapters() if token.lower() in a.summary.lower())
+    adapter = adapter_named(token)
     gpu = adapter.request_device_sync(required_features=["mappable-primary-buffers"])
     print(f"# {adapter.summary}")
     device_buffer = gpu.create_buffer(size=SIZE, usage=U.STORAGE | U.COPY_SRC | U.COPY_DST)

@@ -14,6 +14,7 @@ import sys
 import time
 
 import numpy as np
+from _median import webgpu_device
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
@@ -30,9 +31,7 @@ def measure(token: str, spin_wait: float) -> str:
     cells = []
     with tf.Environment(backends=[]) as env:
         env.register_backend("webgpu", tw.WebGPUBackend(tw.ContextOptions(spin_wait=spin_wait)))
-        device = next(
-            d for d in env.devices() if d.backend == "webgpu" and token.lower() in d.name.lower()
-        )
+        device = webgpu_device(env, token)
         clock = time.perf_counter
         for nbytes in SIZES:
             host = env.from_numpy(np.ones(nbytes, np.uint8), copy=False)

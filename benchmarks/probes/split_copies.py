@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
+from _median import webgpu_device
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
@@ -52,13 +53,7 @@ def main(argv: list[str]) -> None:
     token = argv[0] if argv else ""
     rounds = int(argv[1]) if len(argv) > 1 else 200
     with tf.Environment() as env:
-        device = next(
-            d
-            for d in env.devices()
-            if d.backend == "webgpu"
-            and d.memory is tf.MemoryKind.DEFAULT
-            and token.lower() in d.name.lower()
-        )
+        device = webgpu_device(env, token)
         threads = tw.backend_of(env).context(device).threads
         count = threads.count
         policies = {
