@@ -451,7 +451,7 @@ class Environment:
         # checks of _wrap (a lone small download's hot path).
         flat = out.ravel().view(np.uint8)
         host = Tensor._whole(HostStorage(flat), tensor.shape, tensor.dtype, self)
-        self.copy_tensor(tensor, host)
+        self._manager.copy_tensor(tensor, host)
         return out
 
     def to_device(self, tensor: Tensor, device: str | Device, *, copy: bool = False) -> Tensor:

@@ -291,13 +291,13 @@ class DataTransferManager:
             if route is None or len(route.hops) != 1:
                 self.copy_tensors([src], [dst])  # routed, or raises NoTransferError
                 return
-            hops = route.hops
-            if self._enter(hops):
+            transfer = route.hops[0]
+            if self._enter_one(transfer):
                 break
         try:
-            hops[0].copy_tensors(((src, dst),))
+            transfer.copy_tensors(((src, dst),))
         finally:
-            self._leave(hops)
+            self._leave_one(id(transfer))
 
     def copy_tensors(self, srcs: Sequence[Tensor], dsts: Sequence[Tensor]) -> None:
         """Copy ``srcs[i]`` into ``dsts[i]`` for every i, as if one after another.
@@ -394,7 +394,7 @@ class DataTransferManager:
             if self._closed:
                 self._check_open()
             registered, in_flight = self._registered, self._in_flight
-            for transfer in transfers:  # a loop, not all(): a lone copy's hot path
+            for transfer in transfers:
                 if id(transfer) not in registered:
                     return False
             for transfer in transfers:
@@ -402,18 +402,33 @@ class DataTransferManager:
                 in_flight[key] = in_flight.get(key, 0) + 1
             return True
 
+    def _enter_one(self, transfer: IDataTransfer) -> bool:
+        """:meth:`_enter` for one transfer (a lone copy's hot path)."""
+        key = id(transfer)
+        with self._mutex:
+            if self._closed:
+                self._check_open()
+            if key not in self._registered:
+                return False
+            in_flight = self._in_flight
+            in_flight[key] = in_flight.get(key, 0) + 1
+            return True
+
     def _leave(self, transfers: Sequence[IDataTransfer]) -> None:
+        for transfer in transfers:
+            self._leave_one(id(transfer))
+
+    def _leave_one(self, key: int) -> None:
+        """Count one copy less in flight on the transfer whose id is ``key``."""
         with self._mutex:
             in_flight = self._in_flight
-            for transfer in transfers:
-                key = id(transfer)
-                left = in_flight[key] - 1
-                if left:
-                    in_flight[key] = left
-                else:
-                    del in_flight[key]
-                    if self._waiting:
-                        self._lock.notify_all()
+            left = in_flight[key] - 1
+            if left:
+                in_flight[key] = left
+            else:
+                del in_flight[key]
+                if self._waiting:
+                    self._lock.notify_all()
 
     def _check_open(self) -> None:
         if self._closed:
