@@ -202,6 +202,8 @@ class BufferPool:
 
     def end_batch(self) -> None:
         """Destroy the buffers that ``LAZY_RELEASE`` held back during the batch."""
+        if not self._pending:  # the usual case, seen without the lock: nothing held back
+            return
         with self._lock:
             pending, self._pending = self._pending, []
         for buffer in pending:

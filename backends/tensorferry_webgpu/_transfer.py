@@ -65,7 +65,48 @@ class WebGPUDataTransfer:
         buffer that is mapped, ``TypeError`` for memory this transfer does not
         handle. Everything is checked before anything is copied.
         """
+        if len(pairs) == 1 and self._copy_alone(pairs[0]):
+            return
         self._execute(self._plan(pairs))
+
+    def _copy_alone(self, pair: CopyPair) -> bool:
+        """Copy one pair between host memory and plain device memory (no buffer a
+        caller can map) as :meth:`_plan` and :meth:`_execute` would, without their
+        batch machinery: the hot path of a decode loop's single copies.
+
+        Returns False, having done nothing, for anything else, which the batch path
+        then copies or rejects with its errors. Raises what :func:`run_batch` raises.
+        """
+        src, dst = pair
+        source, target = src.storage, dst.storage
+        op: Op
+        if type(target) is WebGPUStorage and type(source) is HostStorage:
+            memory = target
+            op = tuple.__new__(
+                Upload, (target, target.base + dst.offset, src.nbytes, source.array, src.offset)
+            )
+        elif type(source) is WebGPUStorage and type(target) is HostStorage:
+            memory = source
+            op = tuple.__new__(
+                Download,
+                (source, source.base + src.offset, src.nbytes, target, target.array, dst.offset),
+            )
+        else:
+            return False
+        context = memory.context
+        if (
+            self._closed
+            or not op.nbytes
+            or memory.watch_map
+            or context.closed
+            or context.lost
+            or context.maps_open
+            or context.backend is not self._owner
+            or context not in self._contexts
+        ):
+            return False
+        run_batch(context, (op,))
+        return True
 
     def copy_tensors_async(self, pairs: Sequence[CopyPair]) -> AsyncBatch:
         """Check the pairs, then copy them on the transfer's batch thread."""

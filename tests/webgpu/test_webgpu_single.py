@@ -115,6 +115,77 @@ def test_a_lone_upload_is_byte_exact(
     assert seen == [alone]
 
 
+def _spy_plans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the number of pairs of each batch the webgpu transfer plans."""
+    from tensorferry_webgpu import _transfer
+
+    real = _transfer.WebGPUDataTransfer._plan
+    planned: list[int] = []
+
+    def spy(self: Any, pairs: Any) -> Any:
+        planned.append(len(pairs))
+        return real(self, pairs)
+
+    monkeypatch.setattr(_transfer.WebGPUDataTransfer, "_plan", spy)
+    return planned
+
+
+def test_a_lone_pair_of_plain_memory_skips_the_batch_plan(
+    fresh_env: tf.Environment, webgpu_index: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone upload or download of device memory is copied without the batch's
+    planning, and lands the same bytes; a lone device copy, an empty pair and a
+    batch of two are planned."""
+    env = fresh_env
+    device = env.device(f"webgpu:{webgpu_index}")
+    data = (np.arange(4096) * 3 % 251).astype(np.uint8)
+    tensor = env.empty(4096, np.uint8, device)
+    other = env.empty(4096, np.uint8, device)
+    env.copy_tensor(env.from_numpy(data), tensor)  # the context is made, and held
+    planned = _spy_plans(monkeypatch)
+    env.copy_tensor(env.from_numpy(data[::-1].copy()), tensor)
+    out = np.empty(4096, np.uint8)
+    tensor.numpy(out=out)
+    np.testing.assert_array_equal(out, data[::-1])
+    assert planned == [], "a lone upload and download of plain memory are not planned"
+    env.copy_tensor(tensor, other)
+    env.copy_tensor(tensor[:0], env.from_numpy(out[:0], copy=False))
+    env.copy_tensors([tensor[:8], tensor[8:16]], [other[:8], other[8:16]])
+    assert planned == [1, 1, 2]
+    np.testing.assert_array_equal(other.numpy(), data[::-1])
+
+
+def test_a_lone_pair_raises_what_the_batch_raises(
+    make_env: Callable[..., tf.Environment], webgpu_index: int
+) -> None:
+    """Given straight to the transfer, a lone pair of a closed transfer, of a closed
+    context or of another backend instance's memory is refused as a batch would
+    refuse it, and nothing is written."""
+    env, stranger_env = make_env(), make_env()
+    device = env.device(f"webgpu:{webgpu_index}")
+    host = np.arange(16, dtype=np.uint8)
+    tensor = env.from_numpy(host, device)
+    stranger = stranger_env.from_numpy(host, stranger_env.device(f"webgpu:{webgpu_index}"))
+    out = np.zeros(16, np.uint8)
+    target = env.from_numpy(out, copy=False)
+    backend = tw.backend_of(env)
+    (transfer,) = backend.data_transfers()
+    with pytest.raises(ValueError, match="another WebGPU backend instance"):
+        transfer.copy_tensors([(stranger, target)])
+    with pytest.raises(ValueError, match="another WebGPU backend instance"):
+        transfer.copy_tensors([(target, stranger)])
+    backend.context(device).close()
+    with pytest.raises(tf.ClosedError):
+        transfer.copy_tensors([(tensor, target)])
+    with pytest.raises(tf.ClosedError):
+        transfer.copy_tensors([(target, tensor)])
+    transfer.close()
+    with pytest.raises(tf.ClosedError):
+        transfer.copy_tensors([(target, tensor)])
+    assert not out.any(), "nothing was written"
+    np.testing.assert_array_equal(stranger.numpy(), host)
+
+
 def test_a_few_small_uploads_are_written_alone_in_order(
     fresh_env: tf.Environment, webgpu_index: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
