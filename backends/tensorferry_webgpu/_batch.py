@@ -15,6 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
+
 from tensorferry_webgpu._device_copy import DeviceCopier
 from tensorferry_webgpu._direct import DirectCopier, maps_directly
 from tensorferry_webgpu._download import DownloadStager
@@ -22,6 +25,7 @@ from tensorferry_webgpu._fill import Filler
 from tensorferry_webgpu._native import MAP_READ, copy_out_and_unmap, submit_copies, write_buffer
 from tensorferry_webgpu._ops import DeviceCopy, Download, Fill, Op, Upload
 from tensorferry_webgpu._queue import Queue
+from tensorferry_webgpu._slabs import SLOT_ALIGN
 from tensorferry_webgpu._upload import UploadStager
 from tensorferry_webgpu._waits import request_map
 
@@ -34,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["FEW_OPS", "download_alone", "run_batch", "uploads_alone"]
 
 FEW_OPS = 8
-"""Batches of at most this many ops upload small tensors by ``write_buffer`` each:
+"""Batches of at most this many ops upload small tensors by ``write_buffer``:
 packing them into a staging chunk costs a wait for the chunk's map (a blocking
 poll until the device's queue is idle), which only pays across many pieces."""
 
@@ -107,6 +111,8 @@ def uploads_alone(context: Context, ops: Sequence[Op]) -> bool:
     """Write a few uploads by one native ``write_buffer`` each when every one is what
     :func:`upload_alone` takes, in order, as the batch would, without the batch,
     queue and stager around them (a decode step's inputs in one ``copy_tensors``).
+    A run of them into neighbouring slab slots, each filled to its end, is one
+    ``write_buffer`` of the pieces gathered (:data:`GATHER_MAX`).
 
     Returns False, having done nothing, when an op is not such an upload. Call
     under the context's lock. Raises wgpu's errors untranslated.
@@ -117,14 +123,61 @@ def uploads_alone(context: Context, ops: Sequence[Op]) -> bool:
         if buffer is None:
             return False
         writes.append((buffer, op))  # type: ignore[arg-type]
-    queue, written = context.queue, 0
-    for buffer, upload in writes:
-        first, n = upload.first, upload.nbytes
-        write_buffer(queue, buffer, upload.offset, upload.flat[first : first + n])
-        written += n
+    queue, written, index, count = context.queue, 0, 0, len(writes)
+    while index < count:
+        buffer, upload = writes[index]
+        end = index + 1
+        while (
+            end < count
+            and _next_slot(writes[end - 1][1], writes[end][1])
+            and writes[end][1].offset + writes[end][1].nbytes - upload.offset <= GATHER_MAX
+        ):
+            end += 1
+        if end - index > 1:
+            data = _gathered([op for _, op in writes[index:end]])
+        else:
+            data = upload.flat[upload.first : upload.first + upload.nbytes]
+        write_buffer(queue, buffer, upload.offset, data)
+        written += data.nbytes
+        index = end
     if context.defer_writes(written):
         queue.submit([])
     return True
+
+
+GATHER_MAX = 16 << 10
+"""Uploads into neighbouring slab slots are written by one ``write_buffer`` while their
+span stays within this many bytes. Each call costs wgpu a staging buffer: on
+lavapipe, in a loop, three 8-byte writes took 10.6-12.7 us and one write of the
+three 4.6 us, while gathering three pieces on the host took 2.1 us (8 bytes each)
+to 3.2 us (4 KiB each)."""
+
+
+def _next_slot(prev: Upload, upload: Upload) -> bool:
+    """Whether ``upload`` fills the slab slot right after the one ``prev`` fills to its
+    end: the bytes between them are the padding of ``prev``'s slot (slots start at
+    multiples of 16), which no tensor uses."""
+    before, after = prev.target, upload.target
+    end = before.base + before.nbytes
+    return (
+        after.buffer is before.buffer
+        and before.in_slab
+        and after.in_slab
+        and prev.offset + prev.nbytes == end
+        and upload.offset == after.base
+        and 0 <= after.base - end < SLOT_ALIGN
+    )
+
+
+def _gathered(uploads: list[Upload]) -> npt.NDArray[np.uint8]:
+    """The bytes of ``uploads`` (neighbouring slots, in order) as one range, zeros in
+    the padding between them."""
+    start = uploads[0].offset
+    data = np.zeros(uploads[-1].offset + uploads[-1].nbytes - start, np.uint8)
+    for upload in uploads:
+        first, n = upload.first, upload.nbytes
+        data[upload.offset - start : upload.offset - start + n] = upload.flat[first : first + n]
+    return data
 
 
 def download_alone(context: Context, op: Download) -> bool:

@@ -77,6 +77,9 @@ class WebGPUStorage:
         self.base = base
         self._nbytes = nbytes
         self.external = external
+        self.in_slab = slab is not None
+        """Whether this memory is a slot of a slab (the bytes after it, up to the next
+        multiple of 16, are its slot's padding, which no tensor uses)."""
         # Buffers a caller can map (wrapped ones, or pooled ones with MAP usage on
         # unified memory) are checked before every use: work on a mapped buffer aborts.
         # Slab buffers have no map usage.

@@ -88,15 +88,16 @@ def test_host_accessible_memory_sees_a_staged_upload_copied_into_it(
 def test_a_few_small_uploads_are_written_not_packed(
     fresh_env: tf.Environment, webgpu_index: int
 ) -> None:
-    """A batch of a decode step's three tiny inputs goes by write_buffer each (no
-    staging chunk, no submit); a larger batch is packed into staging and submitted."""
+    """A batch of a decode step's three tiny inputs goes by write_buffer (one, as
+    they fill neighbouring slab slots: 40 bytes with two slots' padding; no staging
+    chunk, no submit); a larger batch is packed into staging and submitted."""
     env = fresh_env
     device = env.device(f"webgpu:{webgpu_index}")
     inputs = [env.empty((1, 1), np.int64, device) for _ in range(FEW_OPS + 1)]
     values = [env.from_numpy(np.array([[i + 10]], np.int64)) for i in range(FEW_OPS + 1)]
     env.synchronize(device)
     env.copy_tensors(values[:3], inputs[:3])
-    assert _staged(env, device) == 3 * 8
+    assert _staged(env, device) == 2 * 16 + 8
     env.copy_tensors(values, inputs)
     assert _staged(env, device) == 0, "a packed batch submits its staging chunk"
     assert [int(t.numpy()[0, 0]) for t in inputs] == [i + 10 for i in range(FEW_OPS + 1)]
