@@ -89,7 +89,7 @@ class WebGPUDataTransfer:
             memory = source
             op = tuple.__new__(
                 Download,
-                (source, source.base + src.offset, src.nbytes, target, target.array, dst.offset),
+                (source, source.base + src.offset, dst.nbytes, target, target.array, dst.offset),
             )
         else:
             return False
