@@ -117,27 +117,25 @@ def uploads_alone(context: Context, ops: Sequence[Op]) -> bool:
     Returns False, having done nothing, when an op is not such an upload. Call
     under the context's lock. Raises wgpu's errors untranslated.
     """
-    writes: list[tuple[wgpu.GPUBuffer, Upload]] = []
+    uploads: list[Upload] = []
     for op in ops:
-        buffer = _written_alone(context, op) if type(op) is Upload else None
-        if buffer is None:
+        if type(op) is not Upload or _written_alone(context, op) is None:
             return False
-        writes.append((buffer, op))  # type: ignore[arg-type]
-    queue, written, index, count = context.queue, 0, 0, len(writes)
+        uploads.append(op)
+    queue, written, index, count = context.queue, 0, 0, len(uploads)
     while index < count:
-        buffer, upload = writes[index]
-        end = index + 1
+        upload, end = uploads[index], index + 1
         while (
             end < count
-            and _next_slot(writes[end - 1][1], writes[end][1])
-            and writes[end][1].offset + writes[end][1].nbytes - upload.offset <= GATHER_MAX
+            and _next_slot(uploads[end - 1], uploads[end])
+            and uploads[end].offset + uploads[end].nbytes - upload.offset <= GATHER_MAX
         ):
             end += 1
         if end - index > 1:
-            data = _gathered([op for _, op in writes[index:end]])
+            data = _gathered(uploads[index:end])
         else:
             data = upload.flat[upload.first : upload.first + upload.nbytes]
-        write_buffer(queue, buffer, upload.offset, data)
+        write_buffer(queue, _buffer(upload.target), upload.offset, data)
         written += data.nbytes
         index = end
     if context.defer_writes(written):

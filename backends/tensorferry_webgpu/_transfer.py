@@ -75,35 +75,29 @@ class WebGPUDataTransfer:
         batch machinery: the hot path of a decode loop's single copies.
 
         Returns False, having done nothing, for anything else, which the batch path
-        then copies or rejects with its errors. Raises what :func:`run_batch` raises.
+        then copies or rejects with its errors. Raises what :meth:`_usable` and
+        :func:`run_batch` raise.
         """
         src, dst = pair
         source, target = src.storage, dst.storage
         op: Op
         if type(target) is WebGPUStorage and type(source) is HostStorage:
-            memory = target
+            tensor, memory = dst, target
             op = tuple.__new__(
                 Upload, (target, target.base + dst.offset, src.nbytes, source.array, src.offset)
             )
         elif type(source) is WebGPUStorage and type(target) is HostStorage:
-            memory = source
+            tensor, memory = src, source
             op = tuple.__new__(
                 Download,
                 (source, source.base + src.offset, dst.nbytes, target, target.array, dst.offset),
             )
         else:
             return False
-        context = memory.context
-        if (
-            self._closed
-            or not op.nbytes
-            or memory.watch_map
-            or context.closed
-            or context.lost
-            or context.maps_open
-            or context.backend is not self._owner
-            or context not in self._contexts
-        ):
+        if self._closed or not op.nbytes or memory.watch_map:
+            return False
+        context = self._usable(tensor, memory)  # raises as the plan would
+        if context.maps_open or context not in self._contexts:
             return False
         run_batch(context, (op,))
         return True
