@@ -356,3 +356,57 @@ def test_host_accessible_targets_check_that_path_against_torch_pinned() -> None:
     assert ratio.passed
     slow = [result(up, "tensorferry-host-accessible", 40.0), *results[2:3]]
     assert not evaluate(targets[0], slow).passed
+
+
+class _LargestBuffer:
+    """A GPU device as the planner sees it: its type and its largest buffer."""
+
+    is_host = False
+    type = tf.DeviceType.GPU
+
+    def __init__(self, largest: int) -> None:
+        self._largest = largest
+
+    def property(self, key: str) -> object:
+        return {"adapter_type": "DiscreteGPU", "max_buffer_size": self._largest}.get(key)
+
+    def __str__(self) -> str:
+        return "webgpu:0"
+
+
+def test_a_sustained_size_just_above_the_largest_buffer_is_measured_a_little_smaller() -> None:
+    """4 GiB on a device whose largest buffer is 2 MiB short of it (the H200's) runs at
+    4032 MiB with a note; a size far above it is left out, as before."""
+    device: Any = _LargestBuffer((4 << 30) - (2 << 20))
+    plan = plan_workloads(["sustained"], list(Op), [], ModelLoad(), None, device)
+    assert {w.nbytes for w in plan.workloads} == {1 << 30, 4032 << 20}
+    assert plan.notes == [
+        "sustained 4 GiB: measured at 4032 MiB, the largest buffer of webgpu:0 "
+        f"(4 GiB, {(4 << 30) - (2 << 20)} bytes)"
+    ]
+    far = plan_workloads(["sustained"], list(Op), [], ModelLoad(), (8 << 30,), device)
+    assert far.workloads == []
+    assert far.notes[0].startswith("sustained 8 GiB: left out, above the largest buffer")
+
+
+def test_the_4_gib_targets_check_the_largest_sustained_size_within_a_sixteenth() -> None:
+    """Sustained 4 GiB targets read a 4000 MiB run (named so in the target), and stay
+    unmeasured when only sizes further below were run."""
+    from tensorferry.bench._runner import Result
+    from tensorferry.bench._targets import evaluate, workload_targets
+    from tensorferry.bench._timing import Samples
+    from tensorferry.bench._workload import Workload
+
+    def results_at(mib: int) -> list[Result]:
+        workload = Workload(Op.UPLOAD, mib << 20, group="sustained")
+        return [Result(workload, "tensorferry", Samples(((mib << 20) / 30e9,)))]
+
+    near = results_at(4000)
+    targets = {t.text: t for t in workload_targets("gpu", near)}
+    outcome = evaluate(targets["sustained upload 4000 MiB (for 4 GiB)"], near)
+    assert outcome.value == pytest.approx(30.0)
+    assert outcome.passed
+    assert "sustained upload 4 GiB" not in targets
+    below = results_at(3800)
+    targets = {t.text: t for t in workload_targets("gpu", below)}
+    assert evaluate(targets["sustained upload 4 GiB"], below).note == "not in this run"

@@ -77,6 +77,10 @@ MODEL_LOAD_OPS = (Op.MODEL_LOAD, Op.MODEL_LOAD_EXISTING)
 
 SUSTAINED_OPS = (Op.UPLOAD, Op.DOWNLOAD, Op.DOWNLOAD_NEW, Op.D2D)
 SUSTAINED_SIZES = (1 << 30, 4 << 30)
+SUSTAINED_STEP = 64 << 20
+"""A sustained size above the device's largest buffer, but within a sixteenth of it,
+is measured at the largest multiple of this that fits (4 GiB at 4032 MiB where
+the largest buffer is 4 GiB - 2 MiB, as on the H200); a larger one is left out."""
 """Sizes of the ``sustained`` workload unless ``--sustained-sizes`` says otherwise."""
 
 _GPU_MODEL_MAX = 64 << 20
@@ -184,7 +188,8 @@ def plan_workloads(
     scenarios come first (``latency`` before anything has churned the
     allocator), the GiB-sized ones last. ``sustained`` runs at
     :data:`SUSTAINED_SIZES` on GPUs only unless ``sustained_sizes`` names sizes;
-    sizes above the device's largest buffer are left out, with a note.
+    a size above the device's largest buffer is measured a little smaller
+    (:data:`SUSTAINED_STEP`) or left out, with a note.
     """
     notes: list[str] = []
     gpu = is_gpu(device)
@@ -219,10 +224,14 @@ def _sustained(
     kept = []
     for size in sorted(set(sizes)):
         if largest is not None and size > largest:
+            fitting = largest // SUSTAINED_STEP * SUSTAINED_STEP
+            limit = f"the largest buffer of {device} ({approx_size(largest)}, {largest} bytes)"
+            if fitting < size - size // 16:
+                notes.append(f"sustained {format_size(size)}: left out, above {limit}")
+                continue
             notes.append(
-                f"sustained {format_size(size)}: left out, above the largest buffer of "
-                f"{device} ({approx_size(largest)}, {largest} bytes)"
+                f"sustained {format_size(size)}: measured at {format_size(fitting)}, {limit}"
             )
-            continue
+            size = fitting
         kept.append(size)
     return [Workload(op, size, group="sustained") for size in kept for op in SUSTAINED_OPS]

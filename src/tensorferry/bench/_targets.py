@@ -190,6 +190,20 @@ def _against_raw(results: Sequence[Result], threshold: float, largest: int) -> l
     ]
 
 
+def _sustained_near(results: Sequence[Result], op: Op, nbytes: int) -> Workload:
+    """The sustained workload of ``op`` at ``nbytes``, else the largest this run measured
+    within a sixteenth below it (where the device's largest buffer is a little
+    smaller: 4000 or 4032 MiB for 4 GiB on the H200)."""
+    found = [
+        r.workload
+        for r in results
+        if r.workload.op is op
+        and r.workload.group == "sustained"
+        and nbytes - nbytes // 16 <= r.workload.nbytes <= nbytes
+    ]
+    return max(found, key=lambda w: w.nbytes, default=Workload(op, nbytes, group="sustained"))
+
+
 def _device_copy(results: Sequence[Result], nbytes: int) -> Workload:
     """The d2d workload of ``nbytes`` this run measured: the sweep's, else ``sustained``'s."""
     found = _sized(results, Op.D2D, nbytes, nbytes)
@@ -281,10 +295,15 @@ def _gpu_workload_targets(results: Sequence[Result]) -> list[Target]:
         ),
     ]
     targets += [
-        Target(_text(w), w, Kind.BANDWIDTH, 25)
+        Target(
+            _text(w) if w.nbytes == n else f"{_text(w)} (for {format_size(n)})",
+            w,
+            Kind.BANDWIDTH,
+            25,
+        )
         for n in (_GiB, 4 * _GiB)
         for op in (Op.UPLOAD, Op.DOWNLOAD, Op.DOWNLOAD_NEW)
-        for w in [Workload(op, n, group="sustained")]
+        for w in [_sustained_near(results, op, n)]
     ]
     return [*targets, *_against_raw(results, 1.0, _GiB), *_host_accessible(results)]
 
