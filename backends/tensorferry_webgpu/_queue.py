@@ -13,6 +13,7 @@ from tensorferry_webgpu._waits import MapRequest, request_map
 if TYPE_CHECKING:
     import wgpu
 
+    from tensorferry_webgpu._buffers import StagingPool
     from tensorferry_webgpu._context import Context
 
 __all__ = ["Queue"]
@@ -39,7 +40,7 @@ class Queue:
         # grows while the next copy continues it in both buffers.
         self._copies: list[list[Any]] = []
         self._pending_writes = 0  # bytes of write_buffer data since the last submit
-        self._attached: list[wgpu.GPUBuffer] = []
+        self._attached: list[tuple[wgpu.GPUBuffer, StagingPool]] = []
         self._scratch: list[wgpu.GPUBuffer] = []
         self.epoch = 0
 
@@ -142,17 +143,17 @@ class Queue:
         for buffer in scratch:
             self._context.pool.release(buffer)
 
-    def attach(self, chunk: wgpu.GPUBuffer) -> None:
+    def attach(self, chunk: wgpu.GPUBuffer, staging: StagingPool) -> None:
         """Take a mapped upload staging chunk that encoded copies read from: unmapped
-        before the next submit, given back to the upload staging pool after it."""
-        self._attached.append(chunk)
+        before the next submit, given back to its pool ``staging`` after it."""
+        self._attached.append((chunk, staging))
 
     def submit(self) -> None:
         """Submit what is recorded, without waiting for it."""
         context = self._context
         attached, self._attached = self._attached, []
         try:
-            for chunk in attached:
+            for chunk, _ in attached:
                 chunk.unmap()  # submitting work on a mapped buffer aborts the process
             context.patcher.flush()
             if self._copies and self._encoder is None:
@@ -170,14 +171,14 @@ class Queue:
                 elif self._pending_writes and context.defer_writes(self._pending_writes):
                     self._queue.submit([])
         except BaseException:
-            for chunk in attached:
-                context.upload_staging.discard(chunk)
+            for chunk, staging in attached:
+                staging.discard(chunk)
             raise
         finally:
             self._pending_writes = 0
             self.epoch += 1
-        for chunk in attached:
-            context.upload_staging.give_back(chunk)
+        for chunk, staging in attached:
+            staging.give_back(chunk)
 
     def submit_through(self, epoch: int) -> None:
         """Make sure what was recorded during ``epoch`` is submitted."""
@@ -205,6 +206,6 @@ class Queue:
         self._pending_writes = 0
         self._context.patcher.discard()
         attached, self._attached = self._attached, []
-        for chunk in attached:
-            self._context.upload_staging.discard(chunk)
+        for chunk, staging in attached:
+            staging.discard(chunk)
         self.release_scratch()
