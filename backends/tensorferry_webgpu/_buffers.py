@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from tensorferry_webgpu._guards import destroy, guard
-from tensorferry_webgpu._native import MAP_READ, MAP_WRITE
+from tensorferry_webgpu._native import MAP_WRITE
 from tensorferry_webgpu._waits import MapRequest, request_map
 
 if TYPE_CHECKING:
@@ -244,10 +244,6 @@ class StagingPool:
     """Host-visible staging buffers of one fixed ``chunk`` size and one map mode.
 
     Upload staging is ``MAP_WRITE | COPY_SRC``, download staging ``MAP_READ | COPY_DST``.
-    Upload staging ``through_read_maps`` is ``MAP_READ | COPY_SRC`` (a device with
-    ``mappable-primary-buffers``), mapped for reading and written through that map:
-    where mapped memory is host-coherent, wgpu places it in cached host memory
-    (:func:`~tensorferry_webgpu._context.host_reads_map_writes`).
     A buffer handed out is owned by one caller until given back; at most
     ``limit`` exist, so staging memory stays bounded whatever the tensor size.
     Upload buffers given back are re-mapped in the background and waited for
@@ -266,20 +262,16 @@ class StagingPool:
         limit: int,
         lost_after: float = 10.0,
         spin: float = 0.0,
-        through_read_maps: bool = False,
     ) -> None:
         import wgpu
 
         self._device = device
         self._write = write
-        self._map_mode = MAP_READ if through_read_maps or not write else MAP_WRITE
         self.chunk = chunk
         self.limit = limit
         self._lost_after = lost_after
         self._spin = spin
-        mode_usage = (
-            wgpu.BufferUsage.MAP_READ if self._map_mode == MAP_READ else wgpu.BufferUsage.MAP_WRITE
-        )
+        mode_usage = wgpu.BufferUsage.MAP_WRITE if write else wgpu.BufferUsage.MAP_READ
         copy_usage = wgpu.BufferUsage.COPY_SRC if write else wgpu.BufferUsage.COPY_DST
         self._usage = mode_usage | copy_usage
         self._idle: deque[tuple[wgpu.GPUBuffer, MapRequest | None]] = deque()
@@ -328,7 +320,7 @@ class StagingPool:
         request = None
         if self._write and not self._closed:
             try:
-                request = request_map(buffer, self._map_mode, 0, self.chunk)
+                request = request_map(buffer, MAP_WRITE, 0, self.chunk)
             except Exception:
                 self.discard(buffer)  # a failed map leaves the buffer unusable
                 return

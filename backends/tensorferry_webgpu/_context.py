@@ -73,13 +73,6 @@ def host_reads_map_writes(adapter: wgpu.GPUAdapter) -> bool:
     return str(adapter.info["backend_type"]) == "Vulkan"
 
 
-def _host_staging(options: ContextOptions, adapter_type: str) -> bool:
-    """``ContextOptions.host_staging``; by default (``None``) on discrete GPUs."""
-    if options.host_staging is not None:
-        return options.host_staging
-    return adapter_type == "DiscreteGPU"
-
-
 def _mappable_where(choice: bool | None, adapter: wgpu.GPUAdapter) -> bool:
     """``choice`` where the adapter offers :data:`MAPPABLE`; by default (``None``)
     only on unified memory (CPU adapters, integrated GPUs)."""
@@ -159,29 +152,17 @@ class Context:
         """Storages of this context whose buffer a ``mapped()`` scope keeps mapped."""
         self.spin_wait = options.spin_wait
         """Seconds a wait on this context polls without blocking first."""
-
-        def staging(*, write: bool, through_read_maps: bool = False) -> StagingPool:
-            return StagingPool(
+        self.upload_staging, self.download_staging = (
+            StagingPool(
                 gpu,
                 write=write,
                 chunk=options.staging_chunk,
                 limit=options.staging_chunks,
                 lost_after=options.lost_after,
                 spin=self.spin_wait,
-                through_read_maps=through_read_maps,
             )
-
-        self.upload_staging = staging(write=True)
-        self.download_staging = staging(write=False)
-        self.stream_staging = (
-            staging(write=True, through_read_maps=True)
-            if mappable
-            and host_reads_map_writes(gpu.adapter)
-            and _host_staging(options, adapter_type)
-            else self.upload_staging
+            for write in (True, False)
         )
-        """Where streamed uploads stage (``ContextOptions.host_staging``): a pool of its
-        own in cached host memory, or :attr:`upload_staging`."""
         self.patcher = BytePatcher(gpu)
         self._copy_kernel: CopyKernel | None = None
         self.kernel_copies = (
@@ -265,7 +246,6 @@ class Context:
             self._refs = 0
         with self.lock:
             self.upload_staging.close()
-            self.stream_staging.close()
             self.download_staging.close()
             self.pool.close()
             if self.slabs is not None:

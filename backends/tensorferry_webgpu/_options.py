@@ -89,16 +89,6 @@ class ContextOptions:
     ``MAP_WRITE`` usage sit in the GPU's BAR, which the host read at 0.03 GB/s
     (``benchmarks/probes/placement.py``).
 
-    Streamed uploads (a batch's uploads once they outgrow a staging chunk,
-    :mod:`._stream`): with ``host_staging`` their chunks are host-accessible
-    buffers in cached host memory, written through read maps, and the device
-    pulls them; else ``MAP_WRITE`` chunks, which wgpu places in a discrete GPU's
-    BAR, where the copy threads write across the link (12 GB/s a thread on the
-    H200, ``benchmarks/probes/placement.py``). ``None`` (the default) sets it on
-    discrete GPUs that can have host-accessible memory on Vulkan; it has no effect
-    elsewhere. Uploads that fit one chunk keep ``MAP_WRITE`` staging: with one
-    chunk the device's pull is not overlapped with anything.
-
     Direct mapping: ``map_storage=None`` (the default) makes tensor buffers
     host-mappable on unified-memory adapters (CPU adapters such as lavapipe,
     integrated GPUs) that offer wgpu's ``mappable-primary-buffers`` feature;
@@ -148,7 +138,6 @@ class ContextOptions:
     downloads_ahead: int = attrs.field(default=2, validator=_at_least(1))
     map_storage: bool | None = None
     host_accessible: bool | None = None
-    host_staging: bool | None = None
     direct_min: int = attrs.field(default=1 << 20, validator=_at_least(1))
     parallel_min: int = attrs.field(default=2 << 20, validator=_at_least(0))
     copy_part: int = attrs.field(default=4 << 20, validator=_multiple_of_4096)

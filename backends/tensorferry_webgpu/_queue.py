@@ -13,7 +13,6 @@ from tensorferry_webgpu._waits import MapRequest, request_map
 if TYPE_CHECKING:
     import wgpu
 
-    from tensorferry_webgpu._buffers import StagingPool
     from tensorferry_webgpu._context import Context
 
 __all__ = ["Queue"]
@@ -40,7 +39,7 @@ class Queue:
         # grows while the next copy continues it in both buffers.
         self._copies: list[list[Any]] = []
         self._pending_writes = 0  # bytes of write_buffer data since the last submit
-        self._attached: list[tuple[wgpu.GPUBuffer, StagingPool]] = []
+        self._attached: list[wgpu.GPUBuffer] = []
         self._scratch: list[wgpu.GPUBuffer] = []
         self.epoch = 0
 
@@ -143,17 +142,17 @@ class Queue:
         for buffer in scratch:
             self._context.pool.release(buffer)
 
-    def attach(self, chunk: wgpu.GPUBuffer, staging: StagingPool) -> None:
+    def attach(self, chunk: wgpu.GPUBuffer) -> None:
         """Take a mapped upload staging chunk that encoded copies read from: unmapped
-        before the next submit, given back to its pool ``staging`` after it."""
-        self._attached.append((chunk, staging))
+        before the next submit, given back to the upload staging pool after it."""
+        self._attached.append(chunk)
 
     def submit(self) -> None:
         """Submit what is recorded, without waiting for it."""
         context = self._context
         attached, self._attached = self._attached, []
         try:
-            for chunk, _ in attached:
+            for chunk in attached:
                 chunk.unmap()  # submitting work on a mapped buffer aborts the process
             context.patcher.flush()
             if self._copies and self._encoder is None:
@@ -171,14 +170,14 @@ class Queue:
                 elif self._pending_writes and context.defer_writes(self._pending_writes):
                     self._queue.submit([])
         except BaseException:
-            for chunk, staging in attached:
-                staging.discard(chunk)
+            for chunk in attached:
+                context.upload_staging.discard(chunk)
             raise
         finally:
             self._pending_writes = 0
             self.epoch += 1
-        for chunk, staging in attached:
-            staging.give_back(chunk)
+        for chunk in attached:
+            context.upload_staging.give_back(chunk)
 
     def submit_through(self, epoch: int) -> None:
         """Make sure what was recorded during ``epoch`` is submitted."""
@@ -206,6 +205,6 @@ class Queue:
         self._pending_writes = 0
         self._context.patcher.discard()
         attached, self._attached = self._attached, []
-        for chunk, staging in attached:
-            staging.discard(chunk)
+        for chunk in attached:
+            self._context.upload_staging.discard(chunk)
         self.release_scratch()

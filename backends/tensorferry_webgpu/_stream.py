@@ -1,9 +1,7 @@
 """The upload stream: consecutive uploads of a batch as one byte stream through staging.
 
 Pieces (whole 4-byte words of one or many tensors) are packed back to back,
-at ``pack_alignment``, into the context's stream staging chunks (``MAP_WRITE``
-buffers, or on discrete GPUs host memory written through read maps:
-``ContextOptions.host_staging``). A chunk is handed
+at ``pack_alignment``, into ``MAP_WRITE`` staging chunks. A chunk is handed
 to the copy threads as one job as soon as it is full; when its job is done,
 the calling thread records one ``copy_buffer_to_buffer`` per piece (the
 queue merges neighbours) and submits the chunk, while the threads fill the
@@ -74,13 +72,11 @@ class UploadStream:
         self._chunk = options.staging_chunk
         self._pack = options.pack_alignment
         self._part = options.copy_part
-        self._staging = staging = context.stream_staging
+        staging = context.upload_staging
         # Chunks in flight and the one being packed stay below the pool's limit: the
         # batch's packed chunk, attached to the queue until the stream's first
-        # submit, may hold the last one of a shared pool (else acquire would wait
-        # for ever).
-        shared = staging is context.upload_staging
-        self._depth = max(1, min(context.threads.count, staging.limit - shared))
+        # submit, may hold the last one (else acquire would wait for ever).
+        self._depth = max(1, min(context.threads.count, staging.limit - 1))
         self._open: _Chunk | None = None
         self._flight: deque[_Chunk] = deque()
 
@@ -136,7 +132,7 @@ class UploadStream:
             self._open.view = None
             chunks.append(self._open)
             self._open = None
-        staging = self._staging
+        staging = self._context.upload_staging
         for chunk in chunks:
             if chunk.job is not None:
                 chunk.job.settle()  # no thread may write into memory that goes away
@@ -145,7 +141,7 @@ class UploadStream:
     def _open_chunk(self) -> _Chunk:
         while len(self._flight) >= self._depth:
             self._land()
-        staging = self._staging
+        staging = self._context.upload_staging
         # The chunk handed out next was copied from several submits ago: resolve its
         # map now, so that acquiring it does not wait for the chunks submitted since.
         poll_ready(self._context.gpu)
@@ -191,7 +187,7 @@ class UploadStream:
 
     def _land(self) -> None:
         chunk = self._flight.popleft()
-        job, staging, queue = chunk.job, self._staging, self._queue
+        job, staging, queue = chunk.job, self._context.upload_staging, self._queue
         assert job is not None
         try:
             job.wait()
@@ -199,7 +195,7 @@ class UploadStream:
             job.settle()
             staging.discard(chunk.buffer)
             raise
-        queue.attach(chunk.buffer, staging)  # unmapped by the submit, handed back after it
+        queue.attach(chunk.buffer)  # unmapped by the submit, handed back after it
         copy, inline, staged = queue.copy, queue.write_inline, chunk.buffer
         for position, data, buffer, offset, n in chunk.entries:
             if position < 0:

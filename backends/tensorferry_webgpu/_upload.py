@@ -225,9 +225,8 @@ class UploadStager:
     def _open_chunk(self) -> None:
         # A submit unmaps and hands back the chunk it was attached with: a new one is due.
         self._view = None
-        staging = self._context.upload_staging
-        buffer = staging.acquire()
-        self._queue.attach(buffer, staging)
+        buffer = self._context.upload_staging.acquire()
+        self._queue.attach(buffer)
         self._chunk_buffer = buffer
         self._view = mapped_array(buffer, 0, self._chunk)
         self._used = 0

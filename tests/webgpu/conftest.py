@@ -218,16 +218,16 @@ def staging_spy(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], StagingRecor
 
     The pools expose no count of the buffers they made, so the spy keeps every
     buffer handed out (strong references, so identities stay unique) and every
-    MAP_WRITE / MAP_READ buffer without STORAGE usage (a staging buffer; an upload's
-    when it is a copy source) the context's device creates from then on.
+    MAP_WRITE / MAP_READ buffer without STORAGE usage (a staging buffer) the
+    context's device creates from then on.
     """
 
     def spy(context: Any) -> StagingRecord:
         record = StagingRecord()
-        pools = [("upload", context.upload_staging), ("download", context.download_staging)]
-        if context.stream_staging is not context.upload_staging:
-            pools.append(("upload", context.stream_staging))
-        for direction, pool in pools:
+        for direction, pool in (
+            ("upload", context.upload_staging),
+            ("download", context.download_staging),
+        ):
             real_acquire = pool.acquire
 
             def acquire(real: Any = real_acquire, log: list[Any] = record.handed_out[direction]):
@@ -241,12 +241,11 @@ def staging_spy(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], StagingRecor
         def create_buffer(*args: Any, **kwargs: Any) -> Any:
             buffer = real_create(*args, **kwargs)
             usage = buffer.usage
-            mappable = usage & (wgpu.BufferUsage.MAP_WRITE | wgpu.BufferUsage.MAP_READ)
-            # Tensor buffers may be mappable too; upload staging (written through a
-            # write map, or a read map in host memory) is a copy's source.
-            if mappable and not usage & wgpu.BufferUsage.STORAGE:
-                direction = "upload" if usage & wgpu.BufferUsage.COPY_SRC else "download"
-                record.created[direction].append(buffer)
+            if not usage & wgpu.BufferUsage.STORAGE:  # tensor buffers may be mappable too
+                if usage & wgpu.BufferUsage.MAP_WRITE:
+                    record.created["upload"].append(buffer)
+                if usage & wgpu.BufferUsage.MAP_READ:
+                    record.created["download"].append(buffer)
             return buffer
 
         monkeypatch.setattr(context.gpu, "create_buffer", create_buffer)

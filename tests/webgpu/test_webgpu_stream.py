@@ -46,16 +46,14 @@ class _Rig:
         threads.start_parts = start_parts
 
 
-@pytest.fixture(params=[False, True], ids=["write-mapped-staging", "host-staging"])
+@pytest.fixture
 def rig(
-    request: pytest.FixtureRequest,
     make_env: Callable[..., tf.Environment],
     staged_options: Callable[..., Any],
     webgpu_index: int,
     staging_spy: Callable[[Any], Any],
 ) -> _Rig:
-    options = staged_options(staging_chunk=CHUNK, staging_chunks=CHUNKS, host_staging=request.param)
-    env = make_env(options)
+    env = make_env(staged_options(staging_chunk=CHUNK, staging_chunks=CHUNKS))
     device = env.device(f"webgpu:{webgpu_index}")
     return _Rig(env, device, staging_spy(tw.backend_of(env).context(device)))
 
@@ -138,12 +136,10 @@ def test_batch_lands_as_a_loop_would(rig: _Rig, seed: int, uploads_only: bool) -
     assert any(sum(len(part) for part in job) > 1 for job in rig.jobs), (
         "no streamed chunk held pieces of more than one tensor"
     )
-    pools = {id(p): p for p in (rig.context.upload_staging, rig.context.stream_staging)}
-    for pool in pools.values():
-        stats = pool.stats()
-        assert stats.buffers <= CHUNKS
-        assert stats.idle == stats.buffers, stats
-    assert len(rig.record.created["upload"]) <= CHUNKS * len(pools)
+    stats = rig.context.upload_staging.stats()
+    assert stats.buffers <= CHUNKS
+    assert stats.idle == stats.buffers, stats
+    assert len(rig.record.created["upload"]) <= CHUNKS
 
 
 def test_upload_waits_for_the_download_that_writes_its_source(rig: _Rig) -> None:
@@ -208,47 +204,6 @@ def test_later_uploads_to_one_range_win(rig: _Rig) -> None:
     assert problem is None, problem
 
 
-@pytest.mark.parametrize("host_staging", [None, False, True])
-def test_where_streamed_uploads_stage(
-    make_env: Callable[..., tf.Environment],
-    staged_options: Callable[..., Any],
-    webgpu_index: int,
-    staging_spy: Callable[[Any], Any],
-    host_staging: bool | None,
-) -> None:
-    """With host staging (asked for, or by default on a discrete GPU) and a Vulkan
-    adapter, a stream's chunks are ``MAP_READ | COPY_SRC`` buffers of a pool of their
-    own, while a packed chunk stays ``MAP_WRITE``; otherwise the stream shares the
-    ``MAP_WRITE`` upload pool. Either way the bytes land."""
-    import wgpu
-
-    env = make_env(
-        staged_options(staging_chunk=CHUNK, staging_chunks=CHUNKS, host_staging=host_staging)
-    )
-    device = env.device(f"webgpu:{webgpu_index}")
-    context = tw.backend_of(env).context(device)
-    record = staging_spy(context)
-    wanted = (
-        str(device.property("adapter_type")) == "DiscreteGPU"
-        if host_staging is None
-        else host_staging
-    )
-    host = wanted and str(device.property("backend_type")) == "Vulkan"
-    assert (context.stream_staging is not context.upload_staging) == host
-    rng = np.random.default_rng(9)
-    # Packed, then streamed; more pairs than a few-upload batch's write_buffer path takes.
-    sizes = [1000, 3000] * 4 + [3 * CHUNK + 8, 20_000, 2 * CHUNK]
-    sources = [rng.integers(0, 256, n, dtype=np.uint8) for n in sizes]
-    tensors = [env.empty(n, np.uint8, device) for n in sizes]
-    env.copy_tensors([env.from_numpy(a, copy=False) for a in sources], tensors)
-    for tensor, source in zip(tensors, sources, strict=True):
-        assert np.array_equal(tensor.numpy(), source)
-    usages = {int(buffer.usage) for buffer in record.distinct("upload")}
-    write_mapped = int(wgpu.BufferUsage.MAP_WRITE | wgpu.BufferUsage.COPY_SRC)
-    read_mapped = int(wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_SRC)
-    assert usages == ({write_mapped, read_mapped} if host else {write_mapped}), usages
-
-
 ERRORS_IN_THE_STREAM = """
 import json, sys, time
 import numpy as np
@@ -256,13 +211,13 @@ import tensorferry as tf
 import tensorferry_webgpu as tw
 from tensorferry_webgpu._native import mapped_address
 
-index, fault, host = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "host"
+index, fault = int(sys.argv[1]), sys.argv[2]
 chunk = 64 << 10
 env = tf.Environment(backends=[])
-options = tw.ContextOptions(
-    staging_chunk=chunk, staging_chunks=3, map_storage=False, host_staging=host
+env.register_backend(
+    "webgpu",
+    tw.WebGPUBackend(tw.ContextOptions(staging_chunk=chunk, staging_chunks=3, map_storage=False)),
 )
-env.register_backend("webgpu", tw.WebGPUBackend(options))
 device = env.device(f"webgpu:{index}")
 context = tw.backend_of(env).context(device)
 rng = np.random.default_rng(3)
@@ -274,10 +229,7 @@ class Planted(RuntimeError):
     pass
 
 calls = {"jobs": 0, "acquires": 0, "discarded under a running copy": 0}
-threads, staging = context.threads, context.stream_staging
-# Host staging exists where read maps may be written (Vulkan); elsewhere it is a no-op.
-vulkan = str(device.property("backend_type")) == "Vulkan"
-assert (staging is not context.upload_staging) == (host and vulkan), "unexpected staging"
+threads, staging = context.threads, context.upload_staging
 real_start, real_acquire, real_discard = threads.start_parts, staging.acquire, staging.discard
 started = []  # (job, lowest and highest address it writes)
 
@@ -338,16 +290,15 @@ print(json.dumps(result))
 """
 
 
-@pytest.mark.parametrize("staging", ["write-mapped", "host"])
 @pytest.mark.parametrize("fault", ["copy", "acquire"])
 def test_an_error_mid_stream_leaves_the_process_healthy(
-    run_child: Callable[..., Any], webgpu_index: int, fault: str, staging: str
+    run_child: Callable[..., Any], webgpu_index: int, fault: str
 ) -> None:
     """A host copy that fails inside a streamed chunk, or staging that cannot be had
     while chunks are in flight: the batch raises that error, no staging chunk stays
     handed out, staging stays within its limit, the next batch lands, and the
     interpreter exits cleanly (no copy wrote into a buffer after it went)."""
-    child = run_child(ERRORS_IN_THE_STREAM, str(webgpu_index), fault, staging)
+    child = run_child(ERRORS_IN_THE_STREAM, str(webgpu_index), fault)
     assert "panicked" not in child.stderr, child.describe()
     result = child.report()
     assert result["outcome"].startswith(
@@ -367,14 +318,16 @@ import numpy as np
 import tensorferry as tf
 import tensorferry_webgpu as tw
 
-index, host = int(sys.argv[1]), sys.argv[2] == "host"
+index = int(sys.argv[1])
 results = []
 for attempt in range(4):
     env = tf.Environment(backends=[])
-    options = tw.ContextOptions(
-        staging_chunk=64 << 10, staging_chunks=3, map_storage=False, host_staging=host
+    env.register_backend(
+        "webgpu",
+        tw.WebGPUBackend(
+            tw.ContextOptions(staging_chunk=64 << 10, staging_chunks=3, map_storage=False)
+        ),
     )
-    env.register_backend("webgpu", tw.WebGPUBackend(options))
     device = env.device(f"webgpu:{index}")
     context = tw.backend_of(env).context(device)
     sizes = [3000, 200_000, 70_000, 12, 500_000] * 8
@@ -388,7 +341,7 @@ for attempt in range(4):
         result = "landed"
     except Exception as exc:
         result = type(exc).__name__
-    stats = context.stream_staging.stats()
+    stats = context.upload_staging.stats()
     fresh = env.from_numpy(np.arange(100, dtype=np.int32), device)
     results.append({
         "result": result,
@@ -400,13 +353,10 @@ print(json.dumps(results))
 """
 
 
-@pytest.mark.parametrize("staging", ["write-mapped", "host"])
-def test_device_lost_under_a_stream(
-    run_child: Callable[..., Any], webgpu_index: int, staging: str
-) -> None:
+def test_device_lost_under_a_stream(run_child: Callable[..., Any], webgpu_index: int) -> None:
     """Destroying the device while a streamed batch runs gives a landed batch or
     DeviceLostError, never an abort or a hang; no staging chunk stays handed out."""
-    child = run_child(LOST_UNDER_THE_STREAM, str(webgpu_index), staging)
+    child = run_child(LOST_UNDER_THE_STREAM, str(webgpu_index))
     assert "panicked" not in child.stderr, child.describe()
     for result in child.report():
         assert result["result"] in {"landed", "DeviceLostError"}, result
