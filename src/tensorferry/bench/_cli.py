@@ -182,8 +182,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--sustained-sizes",
         type=_size_list,
-        help="sizes of the sustained workload (default: 1G,4G, on GPUs only); sizes above "
-        "the device's largest buffer are left out with a note",
+        help="sizes of the sustained workload (default: 1G,4G, on GPUs only); a size just "
+        "above the device's largest buffer runs at the largest 64 MiB multiple that fits, "
+        "a larger one is left out, with a note",
     )
     parser.add_argument(
         "--paths",
