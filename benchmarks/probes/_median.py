@@ -73,3 +73,10 @@ def large_device(token: str) -> tuple[wgpu.GPUAdapter, wgpu.GPUDevice]:
         }
     )
     return adapter, gpu
+
+
+def print_rates(nbytes: int, times: dict[str, list[float]]) -> None:
+    """Print each way's median GB/s for ``nbytes`` a run, then every run's."""
+    for name, seconds in times.items():
+        values = [nbytes / s / 1e9 for s in seconds]
+        print(f"{name}: {np.median(values):.1f} GB/s ({', '.join(f'{v:.1f}' for v in values)})")

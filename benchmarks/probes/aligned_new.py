@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
-from _median import alternating_seconds
+from _median import alternating_seconds, print_rates
 
 import tensorferry as tf
 
@@ -62,9 +62,7 @@ def main() -> None:
             "numpy(out=new mmap + MADV_HUGEPAGE)": lambda: tensor.numpy(out=huge_mmap(nbytes)),
             "numpy(out=touched)": lambda: tensor.numpy(out=touched),
         }
-        for name, seconds in alternating_seconds(ways, rounds).items():
-            values = [nbytes / s / 1e9 for s in seconds]
-            print(f"{name}: {np.median(values):.1f} GB/s ({', '.join(f'{v:.1f}' for v in values)})")
+        print_rates(nbytes, alternating_seconds(ways, rounds))
         assert np.array_equal(tensor.numpy(out=aligned_empty(nbytes)), data)
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from _median import alternating_seconds
+from _median import alternating_seconds, print_rates
 from aligned_new import Bytes, aligned_empty
 
 import tensorferry as tf
@@ -70,9 +70,7 @@ def main() -> None:
             "first touch, numpy's advice": lambda: aligned_empty(nbytes).fill(1),
             "first touch, without it": lambda: without_advice(nbytes).fill(1),
         }
-        for name, seconds in alternating_seconds(ways, rounds).items():
-            values = [nbytes / s / 1e9 for s in seconds]
-            print(f"{name}: {np.median(values):.1f} GB/s ({', '.join(f'{v:.1f}' for v in values)})")
+        print_rates(nbytes, alternating_seconds(ways, rounds))
         assert np.array_equal(tensor.numpy(out=without_advice(nbytes)), data)
 
 
