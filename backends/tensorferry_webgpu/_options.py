@@ -41,7 +41,7 @@ def _slab_max(_instance: object, attribute: attrs.Attribute[int], value: int) ->
 
 def _default_threads() -> int:
     cores = os.cpu_count() or 1
-    return max(2, cores if cores <= 8 else min(12, cores * 3 // 4))
+    return max(2, cores if cores <= 8 else min(14, cores - 2))
 
 
 def _default_chunks(options: ContextOptions) -> int:
@@ -100,11 +100,15 @@ class ContextOptions:
     calling thread, larger ones are split into parts of at least 2 MiB
     (``_threads.PART_MIN``: waking a thread costs about what it copies in 1-2
     MiB); streams hand the threads parts of ``copy_part`` bytes. The
-    default is one thread per core up to 8 cores, then three quarters of the
-    cores, at most 12: on the 16-core H200 host 12 threads took a 1 GiB
-    ``Tensor.numpy()`` into a new array (page faults included) from 15.6-17.7
-    to 18.9-21.1 GB/s and left uploads, downloads and model loads level
-    (``benchmarks/probes/copy_threads.py``); 16 threads lost 1-3 GB/s on them.
+    default is one thread per core up to 8 cores, then all cores but two (the
+    calling thread, which helps with every job, and the driver's), at most 14.
+    On the 16-core H200 host, in one process with the counts taking turns
+    (``benchmarks/probes/copy_threads.py``), 14 threads took a ``Tensor.numpy()``
+    into a new array (page faults included) from 23.5 to 26.1 GB/s at 1 GiB and
+    from 24.4 to 27.2 at 4000 MiB against 12, and left uploads (32.5 / 32.6),
+    model loads (30.0 / 30.3) and downloads into touched arrays level; 16
+    threads lost 1.4-1.5 GB/s on uploads and model loads. (12 was the default
+    before arrays of at least 4 MiB started on a 2 MiB boundary.)
 
     Device copies: with ``kernel_copies`` set (``None``, the default, sets it
     for discrete and integrated GPUs and leaves it off on CPU adapters, where

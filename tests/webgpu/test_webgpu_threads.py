@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 
+import tensorferry_webgpu as tw
 from tensorferry_webgpu._threads import PART_MIN, CopyThreads
 
 
@@ -48,3 +49,15 @@ def test_no_thread_is_woken_for_less_than_two_parts() -> None:
         assert dst.all()
     finally:
         threads.close()
+
+
+@pytest.mark.parametrize(
+    ("cores", "expected"), [(None, 2), (1, 2), (4, 4), (8, 8), (12, 10), (16, 14), (96, 14)]
+)
+def test_default_copy_threads_leave_two_cores_on_larger_hosts(
+    monkeypatch: pytest.MonkeyPatch, cores: int | None, expected: int
+) -> None:
+    """One copy thread per core up to 8 cores (at least 2), then all cores but two, at
+    most 14 (the counts measured on the 16-core H200 host, ``copy_threads.py``)."""
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert tw.ContextOptions().copy_threads == expected
