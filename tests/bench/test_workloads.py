@@ -410,3 +410,52 @@ def test_the_4_gib_targets_check_the_largest_sustained_size_within_a_sixteenth()
     below = results_at(3800)
     targets = {t.text: t for t in workload_targets("gpu", below)}
     assert evaluate(targets["sustained upload 4 GiB"], below).note == "not in this run"
+
+
+def test_the_threaded_host_copy_measures_single_copies_verified(tmp_path: Path) -> None:
+    """``numpy.copyto-threads`` (the host's ceiling) measures upload, download and a
+    download into a new array, split over its threads (9 MiB: three parts), every one
+    verified byte for byte; it leaves device copies to the device's paths."""
+    status, document = _bench(
+        tmp_path,
+        "--workloads",
+        "sustained",
+        "--sustained-sizes",
+        "9M",
+        "--paths",
+        "tensorferry,numpy.copyto-threads",
+    )
+    assert status == 0
+    sustained = _measured(document, "sustained")
+    threaded = {op for path, op, _ in sustained if path == "numpy.copyto-threads"}
+    assert threaded == {"upload", "download", "download-new"}
+    assert all(r["verified"] for r in document["results"])
+
+
+def test_sustained_bandwidth_targets_print_the_hosts_ceiling_beside_the_value() -> None:
+    """A sustained target's line gives the threaded host copy's rate in the same run and
+    tensorferry's fraction of it; without that path the line is the plain verdict."""
+    from tensorferry.bench._runner import Result
+    from tensorferry.bench._targets import evaluate, workload_targets
+    from tensorferry.bench._timing import Samples
+    from tensorferry.bench._workload import Workload
+
+    size = 1 << 30
+    new = Workload(Op.DOWNLOAD_NEW, size, group="sustained")
+
+    def result(path: str, gbps: float) -> Result:
+        return Result(new, path, Samples((size / gbps / 1e9,)))
+
+    ours = [result("tensorferry", 24.0)]
+    bounded = [*ours, result("numpy.copyto-threads", 25.0)]
+    target = {t.text: t for t in workload_targets("gpu", bounded)}["sustained download-new 1 GiB"]
+    outcome = evaluate(target, bounded)
+    assert outcome.ceiling == pytest.approx(25.0)
+    assert not outcome.passed
+    assert outcome.line() == (
+        "sustained download-new 1 GiB = 24 GB/s (target >= 25 GB/s) FAIL; host ceiling "
+        "(numpy.copyto-threads) 25 GB/s, tensorferry at 0.96x of it"
+    )
+    alone = evaluate(target, ours)
+    assert alone.ceiling is None
+    assert alone.line() == "sustained download-new 1 GiB = 24 GB/s (target >= 25 GB/s) FAIL"

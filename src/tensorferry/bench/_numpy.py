@@ -1,14 +1,19 @@
-"""The memcpy floor: ``numpy.copyto`` of the same bytes, host to host."""
+"""The memcpy floor: ``numpy.copyto`` of the same bytes, host to host, on one thread
+and on one thread per core."""
 
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
 
+from .._host_array import new_array
 from ._path import Case, FunctionCase
 from ._workload import HostData, Op, Workload, poison
 
-__all__ = ["NumpyPath"]
+__all__ = ["NumpyPath", "ThreadedNumpyPath"]
 
 
 class NumpyPath:
@@ -86,3 +91,78 @@ class NumpyPath:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+PART = 4 << 20
+"""The bytes one thread of :class:`ThreadedNumpyPath` copies at a time."""
+
+
+class ThreadedNumpyPath:
+    """The host's own copy rate, the limit of every transfer through pageable memory:
+    ``numpy.copyto`` in :data:`PART`-byte parts on one thread per core, and for a
+    download into a new array a new array allocated as ``Tensor.numpy()`` allocates
+    it (2 MiB-aligned, numpy's huge-page advice), filled that way.
+
+    A download from a device must write every byte into host memory, and into a
+    new array after the kernel has zeroed each page: nothing that hands the caller
+    a new array can do it faster than the host fills one with no device involved."""
+
+    name = "numpy.copyto-threads"
+    groups = frozenset({"sustained"})
+    """Only the GiB-sized ``sustained`` workload, whose targets it bounds."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bench-host-copy")
+
+    def describe(self, op: Op) -> str | None:
+        """Single host copies only (upload, download, download-new, h2h) of the
+        ``sustained`` workload: the host's ceiling for tensorferry's copy threads.
+        Batches, device copies, round trips, decode steps and model loads are not
+        measured."""
+        how = f"numpy.copyto in {PART >> 20} MiB parts on {self.threads} threads"
+        match op:
+            case Op.DOWNLOAD_NEW:
+                return f"a new array as Tensor.numpy() allocates it, filled by {how}"
+            case Op.UPLOAD | Op.DOWNLOAD | Op.H2H:
+                return how
+        return None
+
+    def prepare(self, workload: Workload, data: HostData) -> Case:
+        """Copies from ``data.source`` into ``data.destination``, or into new arrays."""
+        if self.describe(workload.op) is None:
+            raise ValueError(f"{self.name} does not measure {workload.op}")
+        source = data.source[0]
+        if workload.op is Op.DOWNLOAD_NEW:
+
+            def fresh() -> npt.NDArray[np.uint8]:
+                return self.copy(new_array(source.shape, source.dtype).view(np.uint8), source)
+
+            return FunctionCase(run=fresh, verify=lambda: data.check(fresh(), self.name))
+        destination = data.destination[0]
+
+        def verify() -> None:
+            poison(data.destination)
+            self.copy(destination, source)
+            data.check(data.destination, self.name)
+
+        return FunctionCase(run=lambda: self.copy(destination, source), verify=verify)
+
+    def copy(
+        self, destination: npt.NDArray[np.uint8], source: npt.NDArray[np.uint8]
+    ) -> npt.NDArray[np.uint8]:
+        """``destination[...] = source`` in parts over the pool; returns ``destination``."""
+        n = source.nbytes
+        if n <= PART:
+            np.copyto(destination, source)
+            return destination
+        parts = self._pool.map(
+            lambda i: np.copyto(destination[i : i + PART], source[i : i + PART]), range(0, n, PART)
+        )
+        for _ in parts:  # re-raises a part's error
+            pass
+        return destination
+
+    def close(self) -> None:
+        """Stop the pool's threads."""
+        self._pool.shutdown()

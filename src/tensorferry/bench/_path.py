@@ -40,7 +40,12 @@ class Case(Protocol):
 
 
 class TransferPath(Protocol):
-    """One way of moving bytes (tensorferry, raw wgpu-py, numpy.copyto...), opened once."""
+    """One way of moving bytes (tensorferry, raw wgpu-py, numpy.copyto...), opened once.
+
+    A path may also have a ``groups`` attribute, a frozenset of the workload groups
+    it measures (``"sustained"``...; ``""`` for the sweep); without one it measures
+    every workload whose op it describes.
+    """
 
     @property
     def name(self) -> str:

@@ -303,6 +303,9 @@ def to_json(
                     "value": o.value,
                     "passed": o.passed,
                     "note": o.note,
+                    "ceiling": (
+                        None if o.ceiling is None else {"path": o.target.ceiling, "gbps": o.ceiling}
+                    ),
                 }
                 for o in checked
             ]

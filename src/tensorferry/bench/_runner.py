@@ -35,6 +35,7 @@ PATH_NAMES = (
     "tensorferry-nowait",
     "wgpu-py",
     "numpy.copyto",
+    "numpy.copyto-threads",
     "torch-cuda",
     "torch-cuda-pinned",
     "tensorferry-host-accessible",
@@ -167,6 +168,11 @@ def _openers(tensorferry: TensorferryPath) -> dict[str, Callable[[], TransferPat
 
         return NumpyPath()
 
+    def threaded_numpy() -> TransferPath:
+        from ._numpy import ThreadedNumpyPath
+
+        return ThreadedNumpyPath()
+
     def torch(pinned: bool) -> Callable[[], TransferPath]:
         def open_torch() -> TransferPath:
             from ._torch import TorchPath
@@ -190,6 +196,7 @@ def _openers(tensorferry: TensorferryPath) -> dict[str, Callable[[], TransferPat
         "tensorferry-nowait": tensorferry.without_wait,
         "wgpu-py": wgpu,
         "numpy.copyto": numpy,
+        "numpy.copyto-threads": threaded_numpy,
         "torch-cuda": torch(False),
         "torch-cuda-pinned": torch(True),
         "tensorferry-host-accessible": host_accessible,
@@ -313,6 +320,14 @@ def measure_workload(
     return results
 
 
+def _takes(path: TransferPath, workload: Workload) -> bool:
+    """Whether ``path`` measures ``workload``: it describes the op, and its optional
+    ``groups`` attribute (the workload groups it is limited to, ``""`` the sweep)
+    is absent or names the workload's group."""
+    groups: frozenset[str] | None = getattr(path, "groups", None)
+    return path.describe(workload.op) is not None and (groups is None or workload.group in groups)
+
+
 def run_benchmark(config: BenchConfig) -> RunOutcome:
     """Measure every workload of ``config`` on every available path.
 
@@ -333,7 +348,7 @@ def run_benchmark(config: BenchConfig) -> RunOutcome:
         )
         with _opened_paths(config, tensorferry) as (paths, infos):
             plan = [
-                (workload, [p for p in paths if p.describe(workload.op) is not None])
+                (workload, [p for p in paths if _takes(p, workload)])
                 for workload in planned.workloads
             ]
             with Progress(sum(len(p) for _, p in plan), enabled=config.progress) as progress:

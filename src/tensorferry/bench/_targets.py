@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import attrs
 
 from ._host_accessible import HostAccessiblePath
+from ._numpy import ThreadedNumpyPath
 from ._runner import Result
 from ._suites import DECODE_VOCAB, LATENCY_NBYTES
 from ._workload import Op, Workload, format_size
@@ -42,7 +43,12 @@ def _duration(seconds: float) -> str:
 
 @attrs.frozen
 class Target:
-    """One target: ``workload`` on tensorferry's ``path`` against ``peer`` (or absolute)."""
+    """One target: ``workload`` on tensorferry's ``path`` against ``peer`` (or absolute).
+
+    ``ceiling`` names a path whose rate in the same run bounds what any
+    implementation could reach (the host's own copy); the report prints it beside
+    the value, so that a target missed at the host's limit shows that limit.
+    """
 
     text: str
     workload: Workload
@@ -50,6 +56,7 @@ class Target:
     threshold: float
     peer: str = ""
     path: str = "tensorferry"
+    ceiling: str = ""
 
     @property
     def requirement(self) -> str:
@@ -70,9 +77,12 @@ class Outcome:
     value: float | None
     passed: bool | None
     note: str = ""
+    ceiling: float | None = None
+    """GB/s of the target's ceiling path in the same run, if it measured the workload."""
 
     def line(self) -> str:
-        """The report line, e.g. ``download 64 MiB: ... = 5.2x (target >= 4x) PASS``."""
+        """The report line, e.g. ``download 64 MiB: ... = 5.2x (target >= 4x) PASS``,
+        followed by the ceiling's rate and tensorferry's fraction of it, if measured."""
         target = self.target
         if self.value is None:
             verdict = "FAIL" if self.passed is False else "not measured"
@@ -82,7 +92,13 @@ class Outcome:
             value = _duration(self.value)
         else:
             value = f"{self.value:.3g}{' GB/s' if target.kind is Kind.BANDWIDTH else 'x'}"
-        return f"{target.text} = {value} (target {target.requirement}) {verdict}"
+        line = f"{target.text} = {value} (target {target.requirement}) {verdict}"
+        if self.ceiling is not None and target.kind is Kind.BANDWIDTH:
+            line += (
+                f"; host ceiling ({target.ceiling}) {self.ceiling:.3g} GB/s, "
+                f"tensorferry at {self.value / self.ceiling:.2f}x of it"
+            )
+        return line
 
 
 def _speedup(op: Op, nbytes: int, peer: str, threshold: float, text: str, count: int = 1) -> Target:
@@ -300,6 +316,7 @@ def _gpu_workload_targets(results: Sequence[Result]) -> list[Target]:
             w,
             Kind.BANDWIDTH,
             25,
+            ceiling=ThreadedNumpyPath.name,
         )
         for n in (_GiB, 4 * _GiB)
         for op in (Op.UPLOAD, Op.DOWNLOAD, Op.DOWNLOAD_NEW)
@@ -355,7 +372,9 @@ def evaluate(target: Target, results: Sequence[Result]) -> Outcome:
         return Outcome(target, None, False if ours.wrong_data else None, ours.error)
     if target.kind is Kind.BANDWIDTH:
         value = ours.gbps
-        return Outcome(target, value, value >= target.threshold)
+        bound = _find(results, target.workload, target.ceiling) if target.ceiling else None
+        ceiling = bound.gbps if bound is not None and bound.samples is not None else None
+        return Outcome(target, value, value >= target.threshold, ceiling=ceiling)
     if target.kind is Kind.TIME:
         value = ours.samples.median
         return Outcome(target, value, value <= target.threshold)
