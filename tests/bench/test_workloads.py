@@ -413,7 +413,7 @@ def test_the_4_gib_targets_check_the_largest_sustained_size_within_a_sixteenth()
 
 
 def test_the_threaded_host_copy_measures_single_copies_verified(tmp_path: Path) -> None:
-    """``numpy.copyto-threads`` (the host's ceiling) measures upload, download and a
+    """``numpy.copyto-threads`` (the host's own copy) measures upload, download and a
     download into a new array, split over its threads (9 MiB: three parts), every one
     verified byte for byte; it leaves device copies to the device's paths."""
     status, document = _bench(
@@ -432,7 +432,7 @@ def test_the_threaded_host_copy_measures_single_copies_verified(tmp_path: Path) 
     assert all(r["verified"] for r in document["results"])
 
 
-def test_sustained_bandwidth_targets_print_the_hosts_ceiling_beside_the_value() -> None:
+def test_sustained_bandwidth_targets_print_the_hosts_own_copy_beside_the_value() -> None:
     """A sustained target's line gives the threaded host copy's rate in the same run and
     tensorferry's fraction of it; without that path the line is the plain verdict."""
     from tensorferry.bench._runner import Result
@@ -450,12 +450,12 @@ def test_sustained_bandwidth_targets_print_the_hosts_ceiling_beside_the_value() 
     bounded = [*ours, result("numpy.copyto-threads", 25.0)]
     target = {t.text: t for t in workload_targets("gpu", bounded)}["sustained download-new 1 GiB"]
     outcome = evaluate(target, bounded)
-    assert outcome.ceiling == pytest.approx(25.0)
+    assert outcome.reference == pytest.approx(25.0)
     assert not outcome.passed
     assert outcome.line() == (
-        "sustained download-new 1 GiB = 24 GB/s (target >= 25 GB/s) FAIL; host ceiling "
-        "(numpy.copyto-threads) 25 GB/s, tensorferry at 0.96x of it"
+        "sustained download-new 1 GiB = 24 GB/s (target >= 25 GB/s) FAIL; the host's own "
+        "copy (numpy.copyto-threads) 25 GB/s, tensorferry at 0.96x of it"
     )
     alone = evaluate(target, ours)
-    assert alone.ceiling is None
+    assert alone.reference is None
     assert alone.line() == "sustained download-new 1 GiB = 24 GB/s (target >= 25 GB/s) FAIL"

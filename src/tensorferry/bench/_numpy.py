@@ -98,18 +98,20 @@ PART = 4 << 20
 
 
 class ThreadedNumpyPath:
-    """The host's own copy rate, the limit of every transfer through pageable memory:
-    ``numpy.copyto`` in :data:`PART`-byte parts on one thread per core, and for a
-    download into a new array a new array allocated as ``Tensor.numpy()`` allocates
-    it (2 MiB-aligned, numpy's huge-page advice), filled that way.
+    """The host's own copy rate, the reference for every transfer through pageable
+    memory: ``numpy.copyto`` in :data:`PART`-byte parts on one thread per core, and
+    for a download into a new array a new array allocated as ``Tensor.numpy()``
+    allocates it (2 MiB-aligned, numpy's huge-page advice), filled that way.
 
-    A download from a device must write every byte into host memory, and into a
-    new array after the kernel has zeroed each page: nothing that hands the caller
-    a new array can do it faster than the host fills one with no device involved."""
+    A download into a new array makes the same writes into new memory, after the
+    kernel has zeroed each page, that this path makes with no device involved; it
+    reads a staging chunk the device has just written (which may sit in the host's
+    last-level cache) where this path reads its source from memory, so the two are
+    close but this is not a strict bound."""
 
     name = "numpy.copyto-threads"
     groups = frozenset({"sustained"})
-    """Only the GiB-sized ``sustained`` workload, whose targets it bounds."""
+    """Only the GiB-sized ``sustained`` workload, whose targets it is printed beside."""
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads or os.cpu_count() or 1
@@ -117,7 +119,7 @@ class ThreadedNumpyPath:
 
     def describe(self, op: Op) -> str | None:
         """Single host copies only (upload, download, download-new, h2h) of the
-        ``sustained`` workload: the host's ceiling for tensorferry's copy threads.
+        ``sustained`` workload: the host's own rate for tensorferry's copy threads' work.
         Batches, device copies, round trips, decode steps and model loads are not
         measured."""
         how = f"numpy.copyto in {PART >> 20} MiB parts on {self.threads} threads"

@@ -303,8 +303,10 @@ def to_json(
                     "value": o.value,
                     "passed": o.passed,
                     "note": o.note,
-                    "ceiling": (
-                        None if o.ceiling is None else {"path": o.target.ceiling, "gbps": o.ceiling}
+                    "reference": (
+                        None
+                        if o.reference is None
+                        else {"path": o.target.reference, "gbps": o.reference}
                     ),
                 }
                 for o in checked

@@ -45,9 +45,9 @@ def _duration(seconds: float) -> str:
 class Target:
     """One target: ``workload`` on tensorferry's ``path`` against ``peer`` (or absolute).
 
-    ``ceiling`` names a path whose rate in the same run bounds what any
-    implementation could reach (the host's own copy); the report prints it beside
-    the value, so that a target missed at the host's limit shows that limit.
+    ``reference`` names a path whose rate in the same run says what the host
+    itself reaches on the same work (its own threaded copy); the report prints it
+    beside the value, so that a target missed where the host stops shows that.
     """
 
     text: str
@@ -56,7 +56,7 @@ class Target:
     threshold: float
     peer: str = ""
     path: str = "tensorferry"
-    ceiling: str = ""
+    reference: str = ""
 
     @property
     def requirement(self) -> str:
@@ -77,12 +77,13 @@ class Outcome:
     value: float | None
     passed: bool | None
     note: str = ""
-    ceiling: float | None = None
-    """GB/s of the target's ceiling path in the same run, if it measured the workload."""
+    reference: float | None = None
+    """GB/s of the target's reference path in the same run, if it measured the workload."""
 
     def line(self) -> str:
         """The report line, e.g. ``download 64 MiB: ... = 5.2x (target >= 4x) PASS``,
-        followed by the ceiling's rate and tensorferry's fraction of it, if measured."""
+        followed by the reference path's rate and tensorferry's fraction of it, if
+        measured."""
         target = self.target
         if self.value is None:
             verdict = "FAIL" if self.passed is False else "not measured"
@@ -93,10 +94,10 @@ class Outcome:
         else:
             value = f"{self.value:.3g}{' GB/s' if target.kind is Kind.BANDWIDTH else 'x'}"
         line = f"{target.text} = {value} (target {target.requirement}) {verdict}"
-        if self.ceiling is not None and target.kind is Kind.BANDWIDTH:
+        if self.reference is not None and target.kind is Kind.BANDWIDTH:
             line += (
-                f"; host ceiling ({target.ceiling}) {self.ceiling:.3g} GB/s, "
-                f"tensorferry at {self.value / self.ceiling:.2f}x of it"
+                f"; the host's own copy ({target.reference}) {self.reference:.3g} GB/s, "
+                f"tensorferry at {self.value / self.reference:.2f}x of it"
             )
         return line
 
@@ -316,7 +317,7 @@ def _gpu_workload_targets(results: Sequence[Result]) -> list[Target]:
             w,
             Kind.BANDWIDTH,
             25,
-            ceiling=ThreadedNumpyPath.name,
+            reference=ThreadedNumpyPath.name,
         )
         for n in (_GiB, 4 * _GiB)
         for op in (Op.UPLOAD, Op.DOWNLOAD, Op.DOWNLOAD_NEW)
@@ -372,9 +373,9 @@ def evaluate(target: Target, results: Sequence[Result]) -> Outcome:
         return Outcome(target, None, False if ours.wrong_data else None, ours.error)
     if target.kind is Kind.BANDWIDTH:
         value = ours.gbps
-        bound = _find(results, target.workload, target.ceiling) if target.ceiling else None
-        ceiling = bound.gbps if bound is not None and bound.samples is not None else None
-        return Outcome(target, value, value >= target.threshold, ceiling=ceiling)
+        host = _find(results, target.workload, target.reference) if target.reference else None
+        reference = host.gbps if host is not None and host.samples is not None else None
+        return Outcome(target, value, value >= target.threshold, reference=reference)
     if target.kind is Kind.TIME:
         value = ours.samples.median
         return Outcome(target, value, value <= target.threshold)
