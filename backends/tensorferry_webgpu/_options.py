@@ -107,7 +107,7 @@ class ContextOptions:
     into a new array (page faults included) from 23.5 to 26.1 GB/s at 1 GiB and
     from 24.4 to 27.2 at 4000 MiB against 12, and left uploads (32.5 / 32.6),
     model loads (30.0 / 30.3) and downloads into touched arrays level; 16
-    threads lost 1.4-1.5 GB/s on uploads and model loads. (12 was the default
+    threads lost 1.2-2.0 GB/s on uploads and model loads. (12 was the default
     before arrays of at least 4 MiB started on a 2 MiB boundary.)
 
     Device copies: with ``kernel_copies`` set (``None``, the default, sets it
