@@ -414,12 +414,15 @@ def test_the_4_gib_targets_check_the_largest_sustained_size_within_a_sixteenth()
 
 def test_the_threaded_host_copy_measures_single_copies_verified(tmp_path: Path) -> None:
     """``numpy.copyto-threads`` (the host's own copy) measures upload, download and a
-    download into a new array, split over its threads (9 MiB: three parts), every one
-    verified byte for byte; it leaves device copies to the device's paths."""
+    download into a new array of the sustained workload, split over its threads (9 MiB:
+    three parts), every one verified byte for byte; it leaves device copies to the
+    device's paths and the size sweep to the others."""
     status, document = _bench(
         tmp_path,
         "--workloads",
-        "sustained",
+        "sizes,sustained",
+        "--sizes",
+        "4K",
         "--sustained-sizes",
         "9M",
         "--paths",
@@ -430,6 +433,8 @@ def test_the_threaded_host_copy_measures_single_copies_verified(tmp_path: Path) 
     threaded = {op for path, op, _ in sustained if path == "numpy.copyto-threads"}
     assert threaded == {"upload", "download", "download-new"}
     assert all(r["verified"] for r in document["results"])
+    swept = {r["path"] for r in document["results"] if r["workload"] == "sizes"}
+    assert swept == {"tensorferry"}
 
 
 def test_sustained_bandwidth_targets_print_the_hosts_own_copy_beside_the_value() -> None:

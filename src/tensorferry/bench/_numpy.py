@@ -118,15 +118,15 @@ class ThreadedNumpyPath:
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bench-host-copy")
 
     def describe(self, op: Op) -> str | None:
-        """Single host copies only (upload, download, download-new, h2h) of the
-        ``sustained`` workload: the host's own rate for tensorferry's copy threads' work.
-        Batches, device copies, round trips, decode steps and model loads are not
-        measured."""
+        """Single host copies only (upload, download, download-new), in the
+        ``sustained`` workload (:attr:`groups`): the host's own rate for the copy
+        threads' work. Device copies, round trips, batches, decode steps and model
+        loads are not measured."""
         how = f"numpy.copyto in {PART >> 20} MiB parts on {self.threads} threads"
         match op:
             case Op.DOWNLOAD_NEW:
                 return f"a new array as Tensor.numpy() allocates it, filled by {how}"
-            case Op.UPLOAD | Op.DOWNLOAD | Op.H2H:
+            case Op.UPLOAD | Op.DOWNLOAD:
                 return how
         return None
 
