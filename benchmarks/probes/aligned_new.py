@@ -26,16 +26,15 @@ import numpy.typing as npt
 from _median import alternating_seconds, print_rates
 
 import tensorferry as tf
+from tensorferry._host_array import new_array
 
-HUGE = 2 << 20
 Bytes = npt.NDArray[np.uint8]
 
 
 def aligned_empty(nbytes: int) -> Bytes:
-    """A new uint8 array of ``nbytes`` starting on a 2 MiB boundary."""
-    spare = np.empty(nbytes + HUGE, np.uint8)
-    skip = -spare.ctypes.data % HUGE
-    return spare[skip : skip + nbytes]
+    """A new uint8 array of ``nbytes`` as ``Tensor.numpy()`` allocates it (from 4 MiB
+    on, it starts on a 2 MiB boundary)."""
+    return new_array((nbytes,), np.dtype(np.uint8)).view(np.uint8)
 
 
 def huge_mmap(nbytes: int) -> Bytes:

@@ -37,8 +37,8 @@ def _model_sizes(count: int = 300, low: int = 4 << 10, high: int = 64 << 20) -> 
 
 def _ways(
     env: tf.Environment, data: Bytes, touched: Bytes, sizes: list[int], model: Bytes
-) -> dict[str, Callable[[], object]]:
-    """Each way of one environment, keyed by the bytes it moves and its name."""
+) -> dict[str, tuple[int, Callable[[], object]]]:
+    """Each way of one environment by name: the bytes it moves, and the way."""
     device = env.device("webgpu")
     host = env.from_numpy(data, copy=False)
     tensor = env.empty((data.size,), np.uint8, device)
@@ -58,12 +58,15 @@ def _ways(
         return targets
 
     return {
-        "upload 1 GiB": upload,
-        "download 1 GiB": lambda: tensor.numpy(out=touched),
-        "numpy() 1 GiB": tensor.numpy,
-        "numpy() 4000 MiB": large.numpy,
-        "model load": lambda: load([env.empty((n,), np.uint8, device) for n in sizes]),
-        "model load, existing": lambda: load(existing),
+        "upload 1 GiB": (GIB, upload),
+        "download 1 GiB": (GIB, lambda: tensor.numpy(out=touched)),
+        "numpy() 1 GiB": (GIB, tensor.numpy),
+        "numpy() 4000 MiB": (LARGE, large.numpy),
+        "model load": (
+            model.nbytes,
+            lambda: load([env.empty((n,), np.uint8, device) for n in sizes]),
+        ),
+        "model load, existing": (model.nbytes, lambda: load(existing)),
     }
 
 
@@ -75,27 +78,21 @@ def main() -> None:
     touched = np.zeros(GIB, np.uint8)
     sizes = _model_sizes()
     model = np.ones(sum(sizes), np.uint8)
-    moved = {
-        "upload 1 GiB": GIB,
-        "download 1 GiB": GIB,
-        "numpy() 1 GiB": GIB,
-        "numpy() 4000 MiB": LARGE,
-        "model load": model.nbytes,
-        "model load, existing": model.nbytes,
-    }
     envs = []
+    moved: dict[str, int] = {}
     ways: dict[str, Callable[[], object]] = {}
     for count in counts:
         env = tf.Environment(backends=[])
         env.register_backend("webgpu", tw.WebGPUBackend(tw.ContextOptions(copy_threads=count)))
         envs.append(env)
-        for name, way in _ways(env, data, touched, sizes, model).items():
+        for name, (nbytes, way) in _ways(env, data, touched, sizes, model).items():
+            moved[name] = nbytes
             ways[f"{name}, {count} threads"] = way
     times = alternating_seconds(ways, rounds)
-    for name in moved:
+    for name, nbytes in moved.items():
         for count in counts:
             key = f"{name}, {count} threads"
-            print_rates(moved[name], {key: times[key]})
+            print_rates(nbytes, {key: times[key]})
     for env in envs:
         env.close()
 

@@ -113,6 +113,11 @@ def uffd_copy(fd: int, dst: int, src: int, n: int) -> None:
             _check(result, "UFFDIO_COPY")
 
 
+def in_parts(pool: ThreadPoolExecutor, n: int, part: Callable[[int], object]) -> None:
+    """Run ``part(i)`` for each :data:`PART`-byte offset ``i`` below ``n`` over the pool."""
+    list(pool.map(part, range(0, n, PART)))
+
+
 def uffd_new(fd: int, src: Bytes, pool: ThreadPoolExecutor) -> Bytes:
     """A new array holding ``src``, its pages filled by UFFDIO_COPY in parts."""
     n = src.nbytes
@@ -122,7 +127,7 @@ def uffd_new(fd: int, src: Bytes, pool: ThreadPoolExecutor) -> Bytes:
     reg = _Register(_Range(dst, n), MODE_MISSING, 0)
     _check(_libc.ioctl(fd, UFFDIO_REGISTER, ctypes.addressof(reg)), "UFFDIO_REGISTER")
     base = src.ctypes.data
-    list(pool.map(lambda i: uffd_copy(fd, dst + i, base + i, min(PART, n - i)), range(0, n, PART)))
+    in_parts(pool, n, lambda i: uffd_copy(fd, dst + i, base + i, min(PART, n - i)))
     rng = _Range(dst, n)
     _check(_libc.ioctl(fd, UFFDIO_UNREGISTER, ctypes.addressof(rng)), "UFFDIO_UNREGISTER")
     return array
@@ -130,8 +135,7 @@ def uffd_new(fd: int, src: Bytes, pool: ThreadPoolExecutor) -> Bytes:
 
 def copy_into(dst: Bytes, src: Bytes, pool: ThreadPoolExecutor) -> Bytes:
     """``dst[...] = src`` in 4 MiB parts over the pool."""
-    n = src.nbytes
-    list(pool.map(lambda i: np.copyto(dst[i : i + PART], src[i : i + PART]), range(0, n, PART)))
+    in_parts(pool, src.nbytes, lambda i: np.copyto(dst[i : i + PART], src[i : i + PART]))
     return dst
 
 
@@ -149,7 +153,7 @@ def blocks_into(dst: Bytes, src: Bytes, pool: ThreadPoolExecutor, block: int) ->
         for j in range(i, end, block):
             _memmove(d + j, s + j, min(block, end - j))
 
-    list(pool.map(part, range(0, n, PART)))
+    in_parts(pool, n, part)
     return dst
 
 

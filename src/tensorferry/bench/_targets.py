@@ -94,7 +94,7 @@ class Outcome:
         else:
             value = f"{self.value:.3g}{' GB/s' if target.kind is Kind.BANDWIDTH else 'x'}"
         line = f"{target.text} = {value} (target {target.requirement}) {verdict}"
-        if self.reference is not None and target.kind is Kind.BANDWIDTH:
+        if self.reference is not None:
             line += (
                 f"; the host's own copy ({target.reference}) {self.reference:.3g} GB/s, "
                 f"tensorferry at {self.value / self.reference:.2f}x of it"
