@@ -24,8 +24,8 @@ import time
 import numpy as np
 import wgpu
 from _median import large_device
+from aligned_new import aligned_empty
 
-from tensorferry._host_array import new_array
 from tensorferry.bench._numpy import ThreadedNumpyPath
 from tensorferry_webgpu._waits import wait_for_queue
 
@@ -89,11 +89,10 @@ def main() -> None:
     writes = DeviceWrites(gpu, rate)
     host = ThreadedNumpyPath(threads)
     data = np.random.default_rng(0).integers(0, 255, size, np.uint8)
-    byte = np.dtype(np.uint8)
 
     def copy_new() -> float:
         start = time.perf_counter()
-        out = host.copy(new_array((size,), byte).view(np.uint8), data)
+        out = host.copy(aligned_empty(size), data)
         seconds = time.perf_counter() - start
         assert out[-1] == data[-1]
         return size / seconds / 1e9

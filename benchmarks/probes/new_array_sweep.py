@@ -25,10 +25,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from aligned_new import aligned_empty
 
 import tensorferry as tf
 import tensorferry_webgpu as tw
-from tensorferry._host_array import new_array
 from tensorferry.bench._numpy import ThreadedNumpyPath
 
 SIZE = int(os.environ.get("SIZE", "1024")) << 20
@@ -72,8 +72,7 @@ def main() -> None:
         assert np.array_equal(tensor.numpy(), data)
         envs.append(env)
         ways[setting] = {"new": tensor.numpy, "touched": partial(tensor.numpy, out=touched)}
-    byte = np.dtype(np.uint8)
-    ways["host"] = {"new": lambda: host.copy(new_array((SIZE,), byte).view(np.uint8), data)}
+    ways["host"] = {"new": lambda: host.copy(aligned_empty(SIZE), data)}
     rates: dict[tuple[str, str], list[float]] = {}
     counts: dict[str, dict[str, int]] = {name: dict.fromkeys(COUNTERS, 0) for name in ways}
     for _ in range(ROUNDS + 1):  # the first round warms up and is not kept

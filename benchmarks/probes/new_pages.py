@@ -44,6 +44,7 @@ from _median import alternating_seconds, print_rates, webgpu_device
 from aligned_new import Bytes, aligned_empty
 
 import tensorferry as tf
+from tensorferry.bench._numpy import ThreadedNumpyPath
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -133,12 +134,6 @@ def uffd_new(fd: int, src: Bytes, pool: ThreadPoolExecutor) -> Bytes:
     return array
 
 
-def copy_into(dst: Bytes, src: Bytes, pool: ThreadPoolExecutor) -> Bytes:
-    """``dst[...] = src`` in 4 MiB parts over the pool."""
-    in_parts(pool, src.nbytes, lambda i: np.copyto(dst[i : i + PART], src[i : i + PART]))
-    return dst
-
-
 _memmove = ctypes.memmove
 
 
@@ -168,10 +163,11 @@ def main() -> None:
     print(f"# {nbytes >> 20} MiB, {threads} threads, {os.cpu_count()} cpus")
     src = np.random.default_rng(0).integers(0, 255, nbytes, np.uint8)
     touched = np.ones(nbytes, np.uint8)
+    host = ThreadedNumpyPath(threads)  # np.copyto in 4 MiB parts, as the bench's reference
     with ThreadPoolExecutor(threads) as pool, tf.Environment() as env:
         ways: dict[str, Callable[[], object]] = {
-            "copyto into a new aligned array": lambda: copy_into(aligned_empty(nbytes), src, pool),
-            "copyto into a touched array": lambda: copy_into(touched, src, pool),
+            "copyto into a new aligned array": lambda: host.copy(aligned_empty(nbytes), src),
+            "copyto into a touched array": lambda: host.copy(touched, src),
         }
         for kib in (64, 256, 1024):
             block = kib << 10
@@ -199,6 +195,7 @@ def main() -> None:
             ways["Tensor.numpy(out=touched)"] = lambda: tensor.numpy(out=touched)
             assert np.array_equal(tensor.numpy(), src)
         print_rates(nbytes, alternating_seconds(ways, rounds))
+    host.close()
 
 
 if __name__ == "__main__":
